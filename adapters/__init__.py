@@ -1,0 +1,1 @@
+"""Adapter registry: validation, content-addressed store, catalogue, versions and aliases."""

@@ -1,0 +1,232 @@
+"""The catalogue: adapters, immutable versions, aliases and their history (SQLAlchemy 2.x).
+
+SQLite by default (WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` for writes),
+PostgreSQL by URL (``postgresql+psycopg://...``) when several gateway replicas
+share one catalogue.
+
+Concurrency. Every write transaction starts by bumping the single row of
+``catalogue_state``. That one statement does two jobs:
+
+- it serialises writers, across threads *and* processes: SQLite takes its
+  database write lock (``BEGIN IMMEDIATE``), PostgreSQL a row lock held until
+  commit. Version numbers are therefore allocated from ``adapters.next_version``
+  without races, and the store is only changed by the lock holder;
+- its ``generation`` counter is the cheap change marker that other replicas poll
+  to notice new versions and alias moves.
+
+Uploads are rare administrative events, so one global write lock costs nothing
+that matters, and it makes every multi-row change atomic and simple. The unique
+constraints ``(name, version)`` and ``(name, digest)`` remain as a second line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+SCHEMA_VERSION = 1
+_WRITE_OPTION = "lora_gateway_write"
+# pg_advisory_xact_lock key for schema creation (any fixed 64-bit number).
+_PG_SCHEMA_LOCK = 0x4C4F5241_47570001
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 in UTC with a 'Z' (SQLite hands datetimes back without a zone)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the catalogue tables."""
+
+
+class StateRow(Base):
+    """The catalogue's single state row: the write lock and the change generation."""
+
+    __tablename__ = "catalogue_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    schema_version: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AdapterRow(Base):
+    """An adapter name, its mutable description and labels, and its version counter."""
+
+    __tablename__ = "adapters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Never decremented: a deleted version's number is never handed out again.
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VersionRow(Base):
+    """One immutable adapter version: its digest, files, config, eval and provenance."""
+
+    __tablename__ = "adapter_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_version_name_version"),
+        UniqueConstraint("name", "digest", name="uq_version_name_digest"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(ForeignKey("adapters.name"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    files: Mapped[list[Any]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    eval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    target_modules: Mapped[list[Any]] = mapped_column(JSON)
+    base_model: Mapped[str] = mapped_column(String(1024))
+    uploaded_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(32), default="registered")
+
+
+class AliasRow(Base):
+    """Where an alias of an adapter points now."""
+
+    __tablename__ = "adapter_aliases"
+    __table_args__ = (
+        # An alias can only point at a version that exists (and pins it).
+        ForeignKeyConstraint(
+            ["name", "version"], ["adapter_versions.name", "adapter_versions.version"]
+        ),
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AliasHistoryRow(Base):
+    """One change of an alias: from which version to which, by whom, when."""
+
+    __tablename__ = "adapter_alias_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    alias: Mapped[str] = mapped_column(String(32))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed_by: Mapped[str] = mapped_column(String(256))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below); the driver's implicit transactions would
+        # start too late and as DEFERRED, which deadlocks writers on lock upgrade.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Catalogue:
+    """Owns the database engine, the schema, and the read and write transactions."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            if url in ("sqlite://", "sqlite:///:memory:"):
+                raise ValueError("the catalogue needs a SQLite file, not an in-memory database")
+            engine = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            _sqlite_setup(engine)
+            reader = engine
+        else:
+            engine = create_engine(url, echo=echo, pool_pre_ping=True)
+            # A snapshot spans several SELECTs; REPEATABLE READ makes them agree.
+            reader = engine.execution_options(isolation_level="REPEATABLE READ")
+        self.engine = engine
+        self._reader = reader
+        self._writer = engine.execution_options(**{_WRITE_OPTION: True})
+        # Threads of one process queue here rather than spin on the database lock.
+        self._local_lock = threading.RLock()
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        # SQLite: BEGIN IMMEDIATE makes "check, then create" atomic between processes.
+        with (self._writer if self.is_sqlite else self.engine).begin() as conn:
+            if not self.is_sqlite:
+                # Two replicas starting together must not both CREATE TABLE.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
+        with contextlib.suppress(IntegrityError), Session(self.engine) as s, s.begin():
+            if s.get(StateRow, 1) is None:
+                s.add(StateRow(id=1, generation=0, schema_version=SCHEMA_VERSION))
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction holding the catalogue's write lock; commits on success."""
+        with (
+            self._local_lock,
+            Session(self._writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            session.execute(
+                update(StateRow)
+                .where(StateRow.id == 1)
+                .values(generation=StateRow.generation + 1, updated_at=utcnow())
+            )
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (one consistent view on both backends)."""
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def generation(self) -> int:
+        """The change counter: it moves on every committed write."""
+        with self._reader.connect() as conn:
+            value = conn.execute(select(StateRow.generation).where(StateRow.id == 1)).scalar()
+        return int(value or 0)
+
+    def close(self) -> None:
+        self.engine.dispose()

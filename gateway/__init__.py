@@ -1,0 +1,1 @@
+"""The HTTP face of lora-gateway: OpenAI-compatible API, auth, limits, metrics, admin, CLI."""

@@ -1,0 +1,184 @@
+"""HTTP glue for the adapter registry (admin scope)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse, Response
+
+from gateway.admin.serving import AdminService
+from gateway.deps import AdminKey, Gw
+from gateway.inference.protocol import error_responses
+
+router = APIRouter(tags=["adapters"])
+
+
+class AdapterVersionOut(BaseModel):
+    """The upload response: one registered, immutable version."""
+
+    name: str
+    version: int
+    id: str
+    digest: str
+    size_bytes: int
+    rank: int
+    target_modules: list[str]
+    base_model: str
+    created_at: str
+    status: str
+
+
+class AdapterOut(BaseModel):
+    """An adapter with its versions (and their per-backend state), aliases and history."""
+
+    name: str
+    description: str | None = None
+    labels: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+    versions: list[dict[str, Any]]
+    aliases: dict[str, dict[str, Any]]
+    alias_history: list[dict[str, Any]]
+
+
+class AdapterList(BaseModel):
+    object: str = "list"
+    data: list[AdapterOut]
+
+
+class AliasIn(BaseModel):
+    version: int = Field(ge=1, description="The version number the alias should point at.")
+
+
+class AliasOut(BaseModel):
+    alias: str
+    version: int
+    id: str
+    updated_by: str
+    updated_at: str
+
+
+class PlacementOut(BaseModel):
+    id: str
+    backends: dict[str, str]
+
+
+@router.post(
+    "/v1/adapters",
+    status_code=201,
+    response_model=AdapterVersionOut,
+    responses={
+        200: {
+            "model": AdapterVersionOut,
+            "description": "Identical content was registered before: that version",
+        },
+        **error_responses(400, 401, 403, 409, 413, 415),
+    },
+    summary="Upload an adapter (multipart): validated, stored by digest, versioned",
+)
+async def upload_adapter(
+    gw: Gw,
+    key: AdminKey,
+    name: Annotated[str, Form(description="Adapter name, ^[a-z0-9][a-z0-9._-]{0,63}$")],
+    file: Annotated[
+        UploadFile | None, File(description=".tar.gz, .tgz or .zip of a PEFT adapter directory")
+    ] = None,
+    adapter_config: Annotated[
+        UploadFile | None,
+        File(description="adapter_config.json (with adapter_model instead of file)"),
+    ] = None,
+    adapter_model: Annotated[
+        UploadFile | None,
+        File(description="adapter_model.safetensors (with adapter_config instead of file)"),
+    ] = None,
+    description: Annotated[str | None, Form()] = None,
+    labels: Annotated[str | None, Form(description="JSON object")] = None,
+    eval: Annotated[str | None, Form(description="JSON evaluation report")] = None,
+    alias: Annotated[str | None, Form(description="Point this alias at the new version")] = None,
+) -> Response:
+    service = AdminService(gw)
+    body, created = await service.upload(
+        name=name,
+        file=(file.filename or "upload", file.file) if file is not None else None,
+        config=adapter_config.file if adapter_config is not None else None,
+        weights=adapter_model.file if adapter_model is not None else None,
+        description=description,
+        labels=labels,
+        eval_report=eval,
+        alias=alias,
+        uploaded_by=key.id,
+    )
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.get("/v1/adapters", response_model=AdapterList, responses=error_responses(401, 403))
+async def list_adapters(gw: Gw, key: AdminKey) -> AdapterList:
+    items = await AdminService(gw).list_adapters()
+    return AdapterList(data=[AdapterOut(**i) for i in items])
+
+
+@router.get(
+    "/v1/adapters/{name}", response_model=AdapterOut, responses=error_responses(401, 403, 404)
+)
+async def get_adapter(name: str, gw: Gw, key: AdminKey) -> AdapterOut:
+    return AdapterOut(**await AdminService(gw).get_adapter(name))
+
+
+@router.put(
+    "/v1/adapters/{name}/aliases/{alias}",
+    response_model=AliasOut,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_alias(name: str, alias: str, request: AliasIn, gw: Gw, key: AdminKey) -> AliasOut:
+    """Point an alias at a version (promote); what it points at is pre-warmed."""
+    return AliasOut(**await AdminService(gw).set_alias(name, alias, request.version, key.id))
+
+
+@router.post(
+    "/v1/adapters/{name}/aliases/{alias}/rollback",
+    response_model=AliasOut,
+    responses=error_responses(401, 403, 404, 409),
+)
+async def rollback_alias(name: str, alias: str, gw: Gw, key: AdminKey) -> AliasOut:
+    """Move an alias back to its previous target."""
+    return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id))
+
+
+@router.delete(
+    "/v1/adapters/{name}/versions/{version}",
+    status_code=204,
+    responses=error_responses(401, 403, 404, 409),
+)
+async def delete_version(name: str, version: int, gw: Gw, key: AdminKey) -> Response:
+    """Delete a version; refused (409) while an alias or a route points at it."""
+    await AdminService(gw).delete_version(name, version)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/adapters/{ref}/load", response_model=PlacementOut, responses=error_responses(401, 403, 404)
+)
+async def load_adapter(
+    ref: str,
+    gw: Gw,
+    key: AdminKey,
+    backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
+) -> PlacementOut:
+    """Pre-warm (pin) a version on one or all backends. ``ref``: name, name@N, name@alias."""
+    return PlacementOut(**await AdminService(gw).load(ref, backend))
+
+
+@router.post(
+    "/v1/adapters/{ref}/unload",
+    response_model=PlacementOut,
+    responses=error_responses(401, 403, 404),
+)
+async def unload_adapter(
+    ref: str,
+    gw: Gw,
+    key: AdminKey,
+    backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
+) -> PlacementOut:
+    """Unload a version from one or all backends (it stays registered)."""
+    return PlacementOut(**await AdminService(gw).unload(ref, backend))

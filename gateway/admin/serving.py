@@ -1,0 +1,262 @@
+"""Admin logic: adapter uploads, aliases, deletion, placement control, route reloads.
+
+Registry calls are synchronous (SQLAlchemy, file moves) and run in a worker thread.
+After every change this replica swaps in a fresh catalogue snapshot at once; other
+replicas see it through the generation poll in ``gateway.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.state import GatewayState
+from router.backend import EngineError
+from router.routes import RouteTable
+
+log = logging.getLogger("lora_gateway.admin")
+COPY_CHUNK = 1 << 20
+
+
+def _json_field(raw: str | None, field: str) -> Any:
+    if raw is None or raw == "":
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"{field} is not valid JSON: {exc}", code="invalid_json", param=field
+        ) from exc
+
+
+class AdminService:
+    """Owns the admin operations of one gateway app."""
+
+    def __init__(self, gw: GatewayState) -> None:
+        self.gw = gw
+
+    # --- routes ---------------------------------------------------------------------------
+    def route_infos(self) -> list[dict[str, Any]]:
+        out = []
+        resolver = self.gw.resolver
+        for name, route in resolver.table.routes.items():
+            try:
+                target: str | None = resolver.resolve(name).adapter_id
+            except GatewayError:
+                target = None
+            out.append(
+                {
+                    "name": name,
+                    "adapter": route.adapter,
+                    "split": route.split,
+                    "resolves_to": target,
+                    "description": route.description,
+                    "system_prompt": route.system_prompt,
+                    "defaults": route.defaults,
+                    "json_schema": route.json_schema,
+                    "on_schema_invalid": route.on_schema_invalid,
+                }
+            )
+        return out
+
+    async def reload_routes(self) -> None:
+        table = await asyncio.to_thread(RouteTable.load, self.gw.settings.routes_file)
+        # One assignment: requests in flight keep the table object they already read.
+        self.gw.resolver.table = table
+        self.gw.metrics.set_known(
+            routes=table.routes, adapters=[v.id for v in self.gw.resolver.snapshot.all_versions()]
+        )
+        log.info("route table reloaded: %d request types", len(table.routes))
+
+    # --- adapters -------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        from gateway.app import refresh_catalogue
+
+        await asyncio.to_thread(refresh_catalogue, self.gw)
+
+    async def upload(
+        self,
+        *,
+        name: str,
+        file: tuple[str, BinaryIO] | None,
+        config: BinaryIO | None,
+        weights: BinaryIO | None,
+        description: str | None,
+        labels: str | None,
+        eval_report: str | None,
+        alias: str | None,
+        uploaded_by: str,
+    ) -> tuple[dict[str, Any], bool]:
+        meta = {
+            "name": name,
+            "description": description,
+            "labels": _json_field(labels, "labels"),
+            "eval_report": _json_field(eval_report, "eval"),
+            "alias": alias or None,
+            "uploaded_by": uploaded_by,
+        }
+        if meta["labels"] is not None and not isinstance(meta["labels"], dict):
+            raise InvalidRequestError(
+                "labels must be a JSON object", code="invalid_json", param="labels"
+            )
+        if meta["eval_report"] is not None and not isinstance(meta["eval_report"], dict):
+            raise InvalidRequestError(
+                "eval must be a JSON object", code="invalid_json", param="eval"
+            )
+        registry = self.gw.registry
+        if file is not None:
+            if config is not None or weights is not None:
+                raise InvalidRequestError(
+                    "Send either 'file' or 'adapter_config' + 'adapter_model', not both.",
+                    code="ambiguous_upload",
+                    param="file",
+                )
+            filename, stream = file
+            version, created = await asyncio.to_thread(
+                self._spool_and_ingest, [(stream, filename)], registry.ingest_archive, meta
+            )
+        elif config is not None and weights is not None:
+            version, created = await asyncio.to_thread(
+                self._spool_and_ingest,
+                [(config, "adapter_config.json"), (weights, "adapter_model.safetensors")],
+                registry.ingest_parts,
+                meta,
+            )
+        else:
+            raise InvalidRequestError(
+                "Send the adapter as 'file' (.tar.gz, .tgz or .zip) or as the two parts "
+                "'adapter_config' and 'adapter_model'.",
+                code="missing_file",
+                param="file",
+            )
+        await self.refresh()
+        if alias:
+            await self._prewarm(name, alias)
+        return version.to_public(), created
+
+    def _spool_and_ingest(
+        self, parts: list[tuple[BinaryIO, str]], ingest: Any, meta: dict[str, Any]
+    ) -> Any:
+        staging = self.gw.settings.store / ".uploads"
+        staging.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=staging))
+        try:
+            paths = []
+            for stream, filename in parts:
+                safe = Path(filename or "upload").name or "upload"
+                dst = tmp / safe
+                with dst.open("wb") as out:
+                    shutil.copyfileobj(stream, out, COPY_CHUNK)
+                paths.append(dst)
+            if ingest.__name__ == "ingest_archive":
+                return ingest(paths[0], filename=parts[0][1], **meta)
+            return ingest(paths[0], paths[1], **meta)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    async def list_adapters(self) -> list[dict[str, Any]]:
+        records = await asyncio.to_thread(self.gw.registry.list_adapters)
+        return [self._with_placement(r.to_dict()) for r in records]
+
+    async def get_adapter(self, name: str) -> dict[str, Any]:
+        record = await asyncio.to_thread(self.gw.registry.get_adapter, name)
+        return self._with_placement(record.to_dict())
+
+    def _with_placement(self, data: dict[str, Any]) -> dict[str, Any]:
+        pool = self.gw.pool
+        failures = self.gw.extras.setdefault("load_failures", {})
+        for v in data.get("versions", []):
+            states = {}
+            for bname, st in pool.states.items():
+                lock = st.locks.get(v["engine_name"])
+                if v["engine_name"] in st.holds:
+                    state = "loaded"
+                elif lock is not None and lock.locked():
+                    state = "loading"
+                elif (bname, v["engine_name"]) in failures:
+                    state = "failed"
+                else:
+                    state = "registered"
+                entry: dict[str, Any] = {"state": state, "healthy": st.healthy}
+                if state == "failed":
+                    entry["error"] = failures[(bname, v["engine_name"])]
+                states[bname] = entry
+            v["backends"] = states
+        return data
+
+    async def set_alias(self, name: str, alias: str, version: int, by: str) -> dict[str, Any]:
+        rec = await asyncio.to_thread(
+            self.gw.registry.set_alias, name, alias, version, changed_by=by
+        )
+        await self.refresh()
+        await self._prewarm(name, alias)
+        return dict(rec.to_dict())
+
+    async def rollback_alias(self, name: str, alias: str, by: str) -> dict[str, Any]:
+        rec = await asyncio.to_thread(self.gw.registry.rollback_alias, name, alias, changed_by=by)
+        await self.refresh()
+        await self._prewarm(name, alias)
+        return dict(rec.to_dict())
+
+    async def delete_version(self, name: str, version: int) -> None:
+        snap = self.gw.resolver.snapshot
+        target = snap.resolve(f"{name}@{version}")
+        protected = set(self.gw.resolver.table.referenced_versions())
+        await asyncio.to_thread(self.gw.registry.delete_version, name, version, protected=protected)
+        # Unload everywhere so that the engine forgets it too.
+        for st in self.gw.pool.healthy():
+            try:
+                await self.gw.pool.unload(st, target)
+            except EngineError as exc:
+                log.warning("unloading %s from %s failed: %s", target.id, st.backend.name, exc)
+        await self.refresh()
+
+    def _backends(self, backend: str | None) -> list[Any]:
+        pool = self.gw.pool
+        if backend is None:
+            return pool.healthy()
+        st = pool.states.get(backend)
+        if st is None:
+            raise NotFoundError(
+                f"No backend named '{backend}'.", code="backend_not_found", param="backend"
+            )
+        return [st]
+
+    async def load(self, ref: str, backend: str | None) -> dict[str, Any]:
+        version = self.gw.resolver.snapshot.resolve(ref)
+        out = {}
+        for st in self._backends(backend):
+            try:
+                cold = await self.gw.pool.ensure_loaded(st, version)
+                out[st.backend.name] = "loaded" if cold else "already_loaded"
+            except (GatewayError, EngineError) as exc:
+                self.gw.extras.setdefault("load_failures", {})[
+                    (st.backend.name, version.engine_name)
+                ] = str(exc)
+                out[st.backend.name] = f"failed: {exc}"
+        return {"id": version.id, "backends": out}
+
+    async def unload(self, ref: str, backend: str | None) -> dict[str, Any]:
+        version = self.gw.resolver.snapshot.resolve(ref)
+        out = {}
+        for st in self._backends(backend):
+            try:
+                await self.gw.pool.unload(st, version)
+                out[st.backend.name] = "unloaded"
+            except EngineError as exc:
+                out[st.backend.name] = f"failed: {exc}"
+        return {"id": version.id, "backends": out}
+
+    async def _prewarm(self, name: str, alias: str) -> None:
+        """Load what an alias now points at on every healthy backend (best effort)."""
+        try:
+            await self.load(f"{name}@{alias}", None)
+        except GatewayError as exc:
+            log.warning("pre-warming %s@%s failed: %s", name, alias, exc)

@@ -1,0 +1,160 @@
+"""The app factory: ``create_app(settings, *, backends=None, registry=None) -> FastAPI``.
+
+Long-lived objects are built in ``lifespan`` and kept on ``app.state.gw``; nothing is
+global, so tests build as many isolated apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+
+from gateway.admin.api_router import router as admin_router
+from gateway.auth import KeyRing
+from gateway.errors import install_error_handlers
+from gateway.health import router as health_router
+from gateway.inference.api_router import router as inference_router
+from gateway.inference.serving import InferenceService
+from gateway.limits import InFlight, RateLimiter
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import GatewayMiddleware
+from gateway.models_api.api_router import router as models_router
+from gateway.models_api.serving import ModelsService
+from gateway.settings import Settings
+from gateway.state import GatewayState
+from router.backend import Timeouts, VLLMBackend
+from router.pool import BackendPool
+from router.resolver import Resolver
+from router.routes import RouteTable
+
+log = logging.getLogger("lora_gateway.app")
+
+CATALOGUE_POLL_SECONDS = 1.0
+
+
+def build_registry(settings: Settings) -> Any:
+    """The adapter registry the settings describe (store dir + catalogue URL)."""
+    from adapters.base_model import BaseModelSpec
+    from adapters.registry import Registry
+    from adapters.store import AdapterStore
+
+    spec = None
+    if settings.base_model_path is not None:
+        spec = BaseModelSpec.from_config_json(settings.base_model_path / "config.json")
+    settings.store.mkdir(parents=True, exist_ok=True)
+    return Registry(
+        store=AdapterStore(settings.store),
+        catalogue_url=settings.catalogue_url,
+        base=spec,
+        base_names={settings.base_model, *settings.base_model_aliases},
+        max_rank=settings.max_lora_rank,
+    )
+
+
+def build_backends(settings: Settings) -> list[VLLMBackend]:
+    timeouts = Timeouts(
+        connect=settings.connect_timeout,
+        first_byte=settings.first_byte_timeout,
+        chunk=settings.chunk_timeout,
+        total=settings.request_timeout,
+    )
+    return [
+        VLLMBackend(url, name=f"b{i}", timeouts=timeouts) for i, url in enumerate(settings.backends)
+    ]
+
+
+def refresh_catalogue(gw: GatewayState) -> None:
+    """Swap in a fresh catalogue snapshot and tell the metrics which labels are known."""
+    snap = gw.registry.snapshot()
+    gw.resolver.snapshot = snap
+    gw.metrics.set_known(
+        routes=gw.resolver.table.routes, adapters=[v.id for v in snap.all_versions()]
+    )
+    gw.extras["generation"] = gw.registry.generation()
+
+
+async def _poll_catalogue(gw: GatewayState) -> None:
+    # Other replicas change the shared catalogue; a cheap generation marker tells us when.
+    while True:
+        await asyncio.sleep(CATALOGUE_POLL_SECONDS)
+        try:
+            gen = await asyncio.to_thread(gw.registry.generation)
+            if gen != gw.extras.get("generation"):
+                await asyncio.to_thread(refresh_catalogue, gw)
+        except Exception:
+            log.exception("catalogue poll failed")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backends: Sequence[VLLMBackend] | None = None,
+    registry: Any = None,
+) -> FastAPI:
+    holder: dict[str, GatewayState] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = GatewayMetrics()
+        pool = BackendPool(
+            list(backends) if backends is not None else build_backends(settings),
+            interval=settings.health_interval,
+            failures=settings.health_failures,
+            on_load=metrics.record_load,
+            on_health=metrics.record_health,
+        )
+        reg = (
+            registry if registry is not None else await asyncio.to_thread(build_registry, settings)
+        )
+        gw = GatewayState(
+            settings=settings,
+            metrics=metrics,
+            keyring=KeyRing(settings),
+            limiter=RateLimiter(
+                rpm=settings.rate_limit_rpm,
+                tpm=settings.rate_limit_tpm,
+                cold_loads_per_minute=settings.cold_loads_per_minute,
+            ),
+            inflight=InFlight(total=settings.max_in_flight, per_key=settings.max_in_flight_per_key),
+            pool=pool,
+            resolver=Resolver(RouteTable.load(settings.routes_file), settings.base_model),
+            registry=reg,
+        )
+        gw.extras["inference"] = InferenceService(gw)
+        gw.extras["models"] = ModelsService(gw)
+        refresh_catalogue(gw)
+        app.state.gw = gw
+        holder["gw"] = gw
+        await pool.start()
+        poller = asyncio.create_task(_poll_catalogue(gw), name="catalogue-poll")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await pool.stop()
+            close = getattr(reg, "close", None)
+            if close is not None and registry is None:
+                close()
+            holder.clear()
+
+    app = FastAPI(
+        title="lora-gateway",
+        version="0.1.0",
+        description="OpenAI-compatible gateway: one vLLM base model, many LoRA adapters, "
+        "routed per request type.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(inference_router)
+    app.include_router(models_router)
+    app.include_router(admin_router)
+    app.include_router(health_router)
+    app.add_middleware(GatewayMiddleware, gw_getter=lambda: holder.get("gw"))
+    return app

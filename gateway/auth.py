@@ -1,0 +1,60 @@
+"""API keys: bearer tokens checked against their sha256 hashes, with scopes and allow-lists.
+
+Keys are hashed on arrival and compared by hash only; the clear key is never stored,
+logged, labelled or echoed. Logs and metrics see the key's ``id``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from adapters.errors import AuthenticationError, PermissionDeniedError
+from gateway.settings import ApiKey, Scope, Settings, hash_key
+
+log = logging.getLogger("lora_gateway.auth")
+
+ANONYMOUS = ApiKey(id="anonymous", key_hash="sha256:" + "0" * 64, scopes=["inference", "admin"])
+
+
+class KeyRing:
+    """Owns the configured keys, indexed by hash."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.disabled = settings.auth_disabled and not settings.demo
+        self._by_hash = {k.key_hash: k for k in settings.api_keys}
+        if self.disabled:
+            log.warning(
+                "AUTHENTICATION IS DISABLED (LORA_GATEWAY_AUTH_DISABLED=true): every caller "
+                "is an admin. Never run this way outside a private test setup."
+            )
+
+    def authenticate(self, authorization: str | None) -> ApiKey:
+        if self.disabled:
+            return ANONYMOUS
+        if not authorization:
+            raise AuthenticationError(
+                "Missing API key. Send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError(
+                "Malformed Authorization header. Send 'Authorization: Bearer <key>'.",
+                code="invalid_api_key",
+            )
+        digest = hash_key(token)
+        key = self._by_hash.get(digest)
+        # compare_digest keeps the check constant-time for the matched entry.
+        if key is None or not hmac.compare_digest(key.key_hash, digest):
+            raise AuthenticationError("Invalid API key.", code="invalid_api_key")
+        return key
+
+    @staticmethod
+    def require(key: ApiKey, scope: Scope) -> None:
+        if scope not in key.scopes:
+            raise PermissionDeniedError(
+                f"This API key lacks the '{scope}' scope needed for this endpoint.",
+                code="insufficient_scope",
+            )

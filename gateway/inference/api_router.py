@@ -1,0 +1,69 @@
+"""HTTP glue for /v1/chat/completions and /v1/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from gateway.deps import Ctx, Gw, InferenceKey, RequestTypeHeader
+from gateway.inference.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    error_responses,
+)
+from gateway.inference.serving import InferenceService, Reply
+from gateway.streaming import ProxyStreamResponse
+
+router = APIRouter(tags=["inference"])
+
+_ERRORS = error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504)
+_SSE = {
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "With `stream: true`: server-sent events, ending with `data: [DONE]`.",
+}
+
+
+def _respond(reply: Reply | object) -> Response:
+    if isinstance(reply, Reply):
+        return Response(reply.body, media_type="application/json", headers=reply.headers)
+    return ProxyStreamResponse(reply)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**_ERRORS, 200: _SSE},
+    summary="Create a chat completion (routed by request type or adapter)",
+)
+async def create_chat_completion(
+    request: ChatCompletionRequest,
+    gw: Gw,
+    key: InferenceKey,
+    ctx: Ctx,
+    x_request_type: RequestTypeHeader = None,
+) -> Response:
+    service: InferenceService = gw.extras["inference"]
+    reply = await service.create_chat_completion(
+        request, key=key, request_type=x_request_type, ctx=ctx
+    )
+    return _respond(reply)
+
+
+@router.post(
+    "/v1/completions",
+    response_model=CompletionResponse,
+    responses={**_ERRORS, 200: _SSE},
+    summary="Create a text completion (routed by request type or adapter)",
+)
+async def create_completion(
+    request: CompletionRequest,
+    gw: Gw,
+    key: InferenceKey,
+    ctx: Ctx,
+    x_request_type: RequestTypeHeader = None,
+) -> Response:
+    service: InferenceService = gw.extras["inference"]
+    reply = await service.create_completion(request, key=key, request_type=x_request_type, ctx=ctx)
+    return _respond(reply)

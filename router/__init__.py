@@ -1,0 +1,1 @@
+"""Routing: request types to adapter versions, the backend pool and placement."""

