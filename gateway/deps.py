@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from adapters.errors import UnsupportedMediaTypeError
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
 
@@ -66,3 +67,16 @@ RequestTypeHeader = Annotated[
     str | None,
     Header(alias="X-Request-Type", description="Name a request type instead of `model`."),
 ]
+
+
+def require_multipart(request: Request) -> None:
+    ctype = request.headers.get("content-type", "").lower()
+    if not ctype.startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            "Upload adapters as multipart/form-data (part 'file', or the parts "
+            "'adapter_config' and 'adapter_model').",
+            code="unsupported_media_type",
+        )
+
+
+MultipartOnly = Annotated[None, Depends(require_multipart)]

@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
-    UnsupportedMediaTypeError,
 )
 from gateway.state import GatewayState
 
@@ -110,18 +109,6 @@ class GatewayMiddleware:
             await self._reply(send_wrapper, 413, exc2.to_body(), {})
             self._log(gw, scope, ctx, 413, t0)
             return
-
-        if path == "/v1/adapters" and scope["method"] == "POST":
-            ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-            if not ctype.startswith("multipart/form-data"):
-                exc3 = UnsupportedMediaTypeError(
-                    "Upload adapters as multipart/form-data (part 'file', or the parts "
-                    "'adapter_config' and 'adapter_model').",
-                    code="unsupported_media_type",
-                )
-                await self._reply(send_wrapper, 415, exc3.to_body(), {})
-                self._log(gw, scope, ctx, 415, t0)
-                return
 
         seen = 0
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
 from gateway.admin.serving import AdminService
-from gateway.deps import AdminKey, Gw
+from gateway.deps import AdminKey, Gw, MultipartOnly
 from gateway.inference.protocol import error_responses
 
 router = APIRouter(tags=["adapters"])
@@ -80,6 +80,7 @@ class PlacementOut(BaseModel):
 async def upload_adapter(
     gw: Gw,
     key: AdminKey,
+    _multipart: MultipartOnly,
     name: Annotated[str, Form(description="Adapter name, ^[a-z0-9][a-z0-9._-]{0,63}$")],
     file: Annotated[
         UploadFile | None, File(description=".tar.gz, .tgz or .zip of a PEFT adapter directory")

@@ -23,25 +23,45 @@ def tar_of(d: Path) -> bytes:
     return buf.getvalue()
 
 
-async def upload(c: httpx.AsyncClient, d: Path, name: str = "tiny", **fields: str
-                 ) -> httpx.Response:
-    return await c.post("/v1/adapters", headers=ADMIN, data={"name": name, **fields},
-                        files={"file": ("a.tar.gz", tar_of(d), "application/gzip")})
+async def upload(
+    c: httpx.AsyncClient, d: Path, name: str = "tiny", **fields: str
+) -> httpx.Response:
+    return await c.post(
+        "/v1/adapters",
+        headers=ADMIN,
+        data={"name": name, **fields},
+        files={"file": ("a.tar.gz", tar_of(d), "application/gzip")},
+    )
 
 
 def chat(model: str, **kw: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "route pallet"}],
-            "max_tokens": 4, **kw}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "route pallet"}],
+        "max_tokens": 4,
+        **kw,
+    }
 
 
 async def test_upload_then_serve_each_reference_form(
-        client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path) -> None:
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     r = await upload(client, write_tiny_adapter(tmp_path / "a1", seed=1), alias="prod")
     assert r.status_code == 201, r.text
     v1 = r.json()
     assert v1["id"] == "tiny@1" and v1["rank"] == 8 and len(v1["digest"]) == 64
-    assert set(v1) >= {"name", "version", "id", "digest", "size_bytes", "rank",
-                       "target_modules", "base_model", "created_at", "status"}
+    assert set(v1) >= {
+        "name",
+        "version",
+        "id",
+        "digest",
+        "size_bytes",
+        "rank",
+        "target_modules",
+        "base_model",
+        "created_at",
+        "status",
+    }
     # identical content again: the same version, 200
     r = await upload(client, write_tiny_adapter(tmp_path / "a1b", seed=1))
     assert r.status_code == 200 and r.json()["id"] == "tiny@1"
@@ -57,7 +77,8 @@ async def test_upload_then_serve_each_reference_form(
 
 
 async def test_changed_weights_get_a_new_engine_name(
-        client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path) -> None:
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     r1 = (await upload(client, write_tiny_adapter(tmp_path / "a", seed=1))).json()
     r2 = (await upload(client, write_tiny_adapter(tmp_path / "b", seed=2))).json()
     assert (r1["version"], r2["version"]) == (1, 2)
@@ -68,7 +89,8 @@ async def test_changed_weights_get_a_new_engine_name(
 
 
 async def test_promote_rollback_and_delete_rules(
-        client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path) -> None:
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     await upload(client, write_tiny_adapter(tmp_path / "a", seed=1), alias="prod")
     await upload(client, write_tiny_adapter(tmp_path / "b", seed=2))
     r = await client.put("/v1/adapters/tiny/aliases/prod", headers=ADMIN, json={"version": 2})
@@ -93,7 +115,8 @@ async def test_promote_rollback_and_delete_rules(
 
 
 async def test_bad_uploads_are_refused_cleanly(
-        client: httpx.AsyncClient, tmp_path: Path, settings_factory: Any) -> None:
+    client: httpx.AsyncClient, tmp_path: Path, settings_factory: Any
+) -> None:
     r = await client.post("/v1/adapters", headers=ADMIN, json={"name": "x"})
     assert r.status_code == 415
     d = write_tiny_adapter(tmp_path / "big", rank=64)
@@ -106,13 +129,18 @@ async def test_bad_uploads_are_refused_cleanly(
     assert r.status_code == 400
     r = await client.post("/v1/adapters", headers=ADMIN, data={"name": "x"})
     assert r.status_code == 415  # urlencoded, not multipart
-    r = await client.post("/v1/adapters", headers=ADMIN, data={"name": "x"},
-                          files={"unrelated": ("x.txt", b"")})
+    r = await client.post(
+        "/v1/adapters", headers=ADMIN, data={"name": "x"}, files={"unrelated": ("x.txt", b"")}
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "missing_file"
     r = await upload(client, write_tiny_adapter(tmp_path / "ok2"), labels="{not json")
     assert r.status_code == 400 and r.json()["error"]["param"] == "labels"
-    r = await client.post("/v1/adapters", headers=INFERENCE, data={"name": "x"},
-                          files={"file": ("a.tar.gz", b"x", "application/gzip")})
+    r = await client.post(
+        "/v1/adapters",
+        headers=INFERENCE,
+        data={"name": "x"},
+        files={"file": ("a.tar.gz", b"x", "application/gzip")},
+    )
     assert r.status_code == 403
     store = settings_factory().store
     left = [p for p in store.rglob("*") if p.is_file() and p.name != "catalogue.db"]
@@ -121,37 +149,53 @@ async def test_bad_uploads_are_refused_cleanly(
 
 async def test_upload_as_two_parts(client: httpx.AsyncClient, tmp_path: Path) -> None:
     d = write_tiny_adapter(tmp_path / "p")
-    r = await client.post("/v1/adapters", headers=ADMIN, data={"name": "parts"}, files={
-        "adapter_config": ("adapter_config.json", (d / "adapter_config.json").read_bytes()),
-        "adapter_model": ("adapter_model.safetensors",
-                          (d / "adapter_model.safetensors").read_bytes())})
+    r = await client.post(
+        "/v1/adapters",
+        headers=ADMIN,
+        data={"name": "parts"},
+        files={
+            "adapter_config": ("adapter_config.json", (d / "adapter_config.json").read_bytes()),
+            "adapter_model": (
+                "adapter_model.safetensors",
+                (d / "adapter_model.safetensors").read_bytes(),
+            ),
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["id"] == "parts@1"
 
 
-async def test_single_flight_load(client: httpx.AsyncClient, engine: FakeEngineState,
-                                  tmp_path: Path) -> None:
+async def test_single_flight_load(
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     await upload(client, write_tiny_adapter(tmp_path / "a"))
     engine.load_delay = 0.2
-    rs = await asyncio.gather(*(client.post("/v1/chat/completions", headers=INFERENCE,
-                                            json=chat("tiny@1")) for _ in range(50)))
+    rs = await asyncio.gather(
+        *(
+            client.post("/v1/chat/completions", headers=INFERENCE, json=chat("tiny@1"))
+            for _ in range(50)
+        )
+    )
     assert {r.status_code for r in rs} == {200}
     assert len(engine.load_calls) == 1
 
 
-async def test_eviction_is_reloaded_once(client: httpx.AsyncClient, engine: FakeEngineState,
-                                         tmp_path: Path) -> None:
+async def test_eviction_is_reloaded_once(
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     await upload(client, write_tiny_adapter(tmp_path / "a"))
-    assert (await client.post("/v1/chat/completions", headers=INFERENCE,
-                              json=chat("tiny@1"))).status_code == 200
+    assert (
+        await client.post("/v1/chat/completions", headers=INFERENCE, json=chat("tiny@1"))
+    ).status_code == 200
     engine.restart()  # the engine forgot every adapter
     r = await client.post("/v1/chat/completions", headers=INFERENCE, json=chat("tiny@1"))
     assert r.status_code == 200
     assert len(engine.load_calls) == 2
 
 
-async def test_pin_and_unload_over_http(client: httpx.AsyncClient, engine: FakeEngineState,
-                                        tmp_path: Path) -> None:
+async def test_pin_and_unload_over_http(
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
     await upload(client, write_tiny_adapter(tmp_path / "a"))
     r = await client.post("/v1/adapters/tiny@1/load", headers=ADMIN)
     assert r.status_code == 200 and r.json()["backends"] == {"b0": "loaded"}
@@ -162,8 +206,9 @@ async def test_pin_and_unload_over_http(client: httpx.AsyncClient, engine: FakeE
     assert r.status_code == 404
 
 
-async def test_restart_serves_the_same_adapters(settings_factory: Any, engine: FakeEngineState,
-                                                tmp_path: Path) -> None:
+async def test_restart_serves_the_same_adapters(
+    settings_factory: Any, engine: FakeEngineState, tmp_path: Path
+) -> None:
     settings = settings_factory()
     async with app_client(settings) as (_, c):
         await upload(c, write_tiny_adapter(tmp_path / "a"), alias="prod")
@@ -174,8 +219,9 @@ async def test_restart_serves_the_same_adapters(settings_factory: Any, engine: F
         assert {"tiny", "tiny@1", "tiny@prod"} <= models
 
 
-async def test_key_allow_list_hides_other_tenants(settings_factory: Any, engine: FakeEngineState,
-                                                  tmp_path: Path) -> None:
+async def test_key_allow_list_hides_other_tenants(
+    settings_factory: Any, engine: FakeEngineState, tmp_path: Path
+) -> None:
     from gateway.settings import ApiKey, hash_key
 
     tenant = ApiKey(id="tenant-a", key_hash=hash_key("tenant-a-key"), allow=["echo-base"])
@@ -187,8 +233,9 @@ async def test_key_allow_list_hides_other_tenants(settings_factory: Any, engine:
         hidden = await c.post("/v1/chat/completions", headers=h, json=chat("tiny@1"))
         missing = await c.post("/v1/chat/completions", headers=h, json=chat("never@1"))
         assert hidden.status_code == missing.status_code == 404
-        assert hidden.json()["error"]["message"].replace("tiny@1", "X") == \
-            missing.json()["error"]["message"].replace("never@1", "X")
+        assert hidden.json()["error"]["message"].replace("tiny@1", "X") == missing.json()["error"][
+            "message"
+        ].replace("never@1", "X")
         ids = {m["id"] for m in (await c.get("/v1/models", headers=h)).json()["data"]}
         assert ids == {"echo-base"}
         assert (await c.get("/v1/models/tiny", headers=h)).status_code == 404
