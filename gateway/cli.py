@@ -122,11 +122,11 @@ class DrainingServer:
         self._stopping = False
 
     def run(self) -> None:
-        asyncio.run(self._main())
+        with asyncio.Runner(loop_factory=self.server.config.get_loop_factory()) as runner:
+            runner.run(self._main())
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server.config.setup_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._drain()))
         # uvicorn installs its own handlers in serve(); capture_signals is a context
