@@ -1,0 +1,1 @@
+"""Load tests: scenarios, open- and closed-loop generators, reports."""

@@ -1,0 +1,1 @@
+"""The shipped load-test scenarios (YAML files beside this module)."""
