@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from gateway.deps import Ctx, Gw, InferenceKey, RequestTypeHeader
+from gateway.deps import Inference
 from gateway.inference.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -37,16 +37,10 @@ def _respond(reply: Reply | object) -> Response:
     responses={**_ERRORS, 200: _SSE},
     summary="Create a chat completion (routed by request type or adapter)",
 )
-async def create_chat_completion(
-    request: ChatCompletionRequest,
-    gw: Gw,
-    key: InferenceKey,
-    ctx: Ctx,
-    x_request_type: RequestTypeHeader = None,
-) -> Response:
-    service: InferenceService = gw.extras["inference"]
+async def create_chat_completion(request: ChatCompletionRequest, call: Inference) -> Response:
+    service: InferenceService = call.gw.extras["inference"]
     reply = await service.create_chat_completion(
-        request, key=key, request_type=x_request_type, ctx=ctx
+        request, key=call.key, request_type=call.request_type, ctx=call.ctx
     )
     return _respond(reply)
 
@@ -57,13 +51,9 @@ async def create_chat_completion(
     responses={**_ERRORS, 200: _SSE},
     summary="Create a text completion (routed by request type or adapter)",
 )
-async def create_completion(
-    request: CompletionRequest,
-    gw: Gw,
-    key: InferenceKey,
-    ctx: Ctx,
-    x_request_type: RequestTypeHeader = None,
-) -> Response:
-    service: InferenceService = gw.extras["inference"]
-    reply = await service.create_completion(request, key=key, request_type=x_request_type, ctx=ctx)
+async def create_completion(request: CompletionRequest, call: Inference) -> Response:
+    service: InferenceService = call.gw.extras["inference"]
+    reply = await service.create_completion(
+        request, key=call.key, request_type=call.request_type, ctx=call.ctx
+    )
     return _respond(reply)
