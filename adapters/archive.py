@@ -295,7 +295,8 @@ def _extract_zip(archive: Path, ex: _Extractor) -> None:
                 raise _refuse(
                     f"member {info.filename!r} is a link; links are refused", "archive_link"
                 )
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # Many zip writers store permission bits only (no file type): that is a file.
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _refuse(
                     f"member {info.filename!r} is not a regular file or directory",
                     "archive_special_file",
@@ -332,7 +333,8 @@ def extract_archive(archive: Path, dest: Path, *, filename: str, limits: Archive
             _extract_zip(archive, ex)
     except AdapterValidationError:
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        # Not OSError in general: a full disk is our failure (500), not a bad upload.
         raise _refuse(f"cannot read archive {filename!r}: {exc}", "corrupt_archive") from exc
     except (ValueError, UnicodeError, NotImplementedError) as exc:
         # zipfile raises NotImplementedError for unknown compression methods and

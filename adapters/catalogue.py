@@ -25,6 +25,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -44,9 +45,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from adapters.records import AdapterVersion, AliasChange, AliasRecord
 
 SCHEMA_VERSION = 1
 _WRITE_OPTION = "lora_gateway_write"
@@ -115,6 +118,26 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     status: Mapped[str] = mapped_column(String(32), default="registered")
 
+    def to_record(self, adapter: AdapterRow, path: Path) -> AdapterVersion:
+        return AdapterVersion(
+            name=self.name,
+            version=self.version,
+            digest=self.digest,
+            path=path,
+            size_bytes=self.size_bytes,
+            rank=self.rank,
+            alpha=self.alpha,
+            target_modules=tuple(self.target_modules),
+            base_model=self.base_model,
+            created_at=iso(self.created_at),
+            status=self.status,
+            uploaded_by=self.uploaded_by,
+            description=adapter.description,
+            labels=dict(adapter.labels or {}),
+            eval=self.eval,
+            files=tuple(dict(f) for f in self.files),
+        )
+
 
 class AliasRow(Base):
     """Where an alias of an adapter points now."""
@@ -132,6 +155,10 @@ class AliasRow(Base):
     updated_by: Mapped[str] = mapped_column(String(256))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    def to_record(self) -> AliasRecord:
+        updated_at = iso(self.updated_at)
+        return AliasRecord(self.name, self.alias, self.version, self.updated_by, updated_at)
+
 
 class AliasHistoryRow(Base):
     """One change of an alias: from which version to which, by whom, when."""
@@ -144,6 +171,16 @@ class AliasHistoryRow(Base):
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     changed_by: Mapped[str] = mapped_column(String(256))
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def to_record(self) -> AliasChange:
+        return AliasChange(
+            self.name,
+            self.alias,
+            self.from_version,
+            self.to_version,
+            self.changed_by,
+            iso(self.changed_at),
+        )
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -172,8 +209,10 @@ class Catalogue:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            if url in ("sqlite://", "sqlite:///:memory:"):
+            database = make_url(url).database
+            if not database or database == ":memory:":
                 raise ValueError("the catalogue needs a SQLite file, not an in-memory database")
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
                 url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )

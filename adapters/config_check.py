@@ -9,10 +9,11 @@ Refusal codes (all 400): ``invalid_config``, ``unsupported_peft_type``,
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base_model import SUPPORTED_TARGET_MODULES
+from adapters.base_model import LLAMA_MODULES, SUPPORTED_TARGET_MODULES
 from adapters.errors import AdapterValidationError
 
 # Options PEFT writes that change the weights' meaning or add tensors the engine
@@ -35,16 +36,25 @@ class LoraSettings:
     rank: int
     alpha: float
     target_modules: frozenset[str]
+    """Every projection the config names (for all layers or for some)."""
     all_linear: bool
     base_model: str
     pattern_ranks: frozenset[int]
     layers: frozenset[int] | None
     use_rslora: bool
+    layer_targets: frozenset[tuple[int, str]] = frozenset()
+    """``(layer, module)`` pairs named by full path (PEFT writes these for 'all-linear')."""
+    module_targets: frozenset[str] = frozenset()
+    """Projections named bare (``q_proj``): targeted in every layer."""
 
     @property
     def allowed_ranks(self) -> frozenset[int]:
         """Ranks a tensor may have: ``r``, or a per-module rank from ``rank_pattern``."""
         return self.pattern_ranks | {self.rank}
+
+    def targets(self, layer: int, module: str) -> bool:
+        """Whether the config targets ``module`` of decoder layer ``layer``."""
+        return module in self.module_targets or (layer, module) in self.layer_targets
 
 
 def _refuse(message: str, code: str = "invalid_config") -> AdapterValidationError:
@@ -59,13 +69,23 @@ def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _target_modules(value: object) -> tuple[frozenset[str], bool]:
+# A target named by path, as PEFT >= 0.17 writes for 'all-linear':
+# "model.layers.3.self_attn.q_proj". PEFT matches a target as the module's full
+# name or a dotted suffix of it.
+_PATH_TARGET_RE = re.compile(
+    r"^(?:[A-Za-z_][A-Za-z0-9_]*\.){0,4}layers\.(\d{1,6})\.(self_attn|mlp)\.(\w+)$"
+)
+_SUFFIX_TARGET_RE = re.compile(r"^(?:(self_attn|mlp)\.)?(\w+)$")
+
+
+def _target_modules(value: object) -> tuple[frozenset[str], frozenset[tuple[int, str]], bool]:
+    """(modules targeted in every layer, (layer, module) pairs, all-linear?)."""
     supported = ", ".join(sorted(SUPPORTED_TARGET_MODULES))
     if isinstance(value, str):
         if value == "all-linear":
-            return SUPPORTED_TARGET_MODULES, True
+            return SUPPORTED_TARGET_MODULES, frozenset(), True
         if value in SUPPORTED_TARGET_MODULES:
-            return frozenset({value}), False
+            return frozenset({value}), frozenset(), False
         # PEFT treats any other string as a regular expression; we do not evaluate
         # client-supplied regexes (catastrophic backtracking) and ask for a list.
         raise _refuse(
@@ -74,13 +94,29 @@ def _target_modules(value: object) -> tuple[frozenset[str], bool]:
         )
     if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
         raise _refuse("target_modules must be a non-empty list of module names")
-    unknown = sorted(set(value) - SUPPORTED_TARGET_MODULES)
+    modules: set[str] = set()
+    pairs: set[tuple[int, str]] = set()
+    unknown: list[str] = []
+    for entry in value:
+        path = _PATH_TARGET_RE.fullmatch(entry)
+        suffix = _SUFFIX_TARGET_RE.fullmatch(entry)
+        if path and LLAMA_MODULES.get(path[3]) == path[2]:
+            pairs.add((int(path[1]), path[3]))
+        elif (
+            suffix
+            and suffix[2] in SUPPORTED_TARGET_MODULES
+            and (suffix[1] is None or LLAMA_MODULES[suffix[2]] == suffix[1])
+        ):
+            modules.add(suffix[2])
+        else:
+            unknown.append(entry)
     if unknown:
         raise _refuse(
-            f"target_modules {unknown} are not supported by the base model; supported: {supported}",
+            f"target_modules {sorted(unknown)} are not supported by the base model; "
+            f"supported: {supported}",
             "unsupported_target_modules",
         )
-    return frozenset(value), False
+    return frozenset(modules), frozenset(pairs), False
 
 
 def _layers(value: object) -> frozenset[int] | None:
@@ -125,7 +161,7 @@ def check_adapter_config(
     ):
         raise _refuse(f"lora_alpha must be a positive number, got {alpha!r}")
 
-    targets, all_linear = _target_modules(c.get("target_modules"))
+    modules, pairs, all_linear = _target_modules(c.get("target_modules"))
 
     base = c.get("base_model_name_or_path")
     base_name = base.rstrip("/") if isinstance(base, str) else ""
@@ -175,10 +211,12 @@ def check_adapter_config(
     return LoraSettings(
         rank=rank,
         alpha=float(alpha),
-        target_modules=targets,
+        target_modules=modules | {m for _, m in pairs},
         all_linear=all_linear,
         base_model=base_name,
         pattern_ranks=frozenset(rank_pattern.values()),
         layers=_layers(c.get("layers_to_transform")),
         use_rslora=use_rslora,
+        layer_targets=pairs,
+        module_targets=modules,
     )

@@ -40,7 +40,6 @@ from adapters.errors import AdapterValidationError, ConflictError, NotFoundError
 from adapters.records import (
     AdapterRecord,
     AdapterVersion,
-    AliasChange,
     AliasRecord,
     CatalogueSnapshot,
     check_alias,
@@ -296,7 +295,7 @@ class Registry:
         check_alias(alias)
         with self.catalogue.write() as s:
             self._require_version(s, name, version)
-            return _alias(self._move_alias(s, name, alias, version, changed_by))
+            return self._move_alias(s, name, alias, version, changed_by).to_record()
 
     def rollback_alias(self, name: str, alias: str, *, changed_by: str) -> AliasRecord:
         """Point ``alias`` back where it pointed before its last change.
@@ -332,7 +331,7 @@ class Registry:
                     code="previous_version_deleted",
                     param="alias",
                 ) from exc
-            return _alias(self._move_alias(s, name, alias, target, changed_by))
+            return self._move_alias(s, name, alias, target, changed_by).to_record()
 
     def delete_alias(self, name: str, alias: str, *, changed_by: str) -> None:
         """Remove an alias (recorded in the history with ``to_version`` None)."""
@@ -404,24 +403,7 @@ class Registry:
     # ------------------------------------------------------------------ reading
 
     def _version(self, row: VersionRow, adapter: AdapterRow) -> AdapterVersion:
-        return AdapterVersion(
-            name=row.name,
-            version=row.version,
-            digest=row.digest,
-            path=self.store.path_for(row.digest),
-            size_bytes=row.size_bytes,
-            rank=row.rank,
-            alpha=row.alpha,
-            target_modules=tuple(row.target_modules),
-            base_model=row.base_model,
-            created_at=iso(row.created_at),
-            status=row.status,
-            uploaded_by=row.uploaded_by,
-            description=adapter.description,
-            labels=dict(adapter.labels or {}),
-            eval=row.eval,
-            files=tuple(dict(f) for f in row.files),
-        )
+        return row.to_record(adapter, self.store.path_for(row.digest))
 
     def _records(self, s: Session, name: str | None) -> list[AdapterRecord]:
         def only(stmt: Any, col: Any) -> Any:
@@ -444,8 +426,8 @@ class Registry:
                     labels=dict(a.labels or {}),
                     created_at=iso(a.created_at),
                     versions=tuple(self._version(v, a) for v in versions if v.name == a.name),
-                    aliases=tuple(_alias(r) for r in aliases if r.name == a.name),
-                    history=tuple(_change(h) for h in history if h.name == a.name),
+                    aliases=tuple(r.to_record() for r in aliases if r.name == a.name),
+                    history=tuple(h.to_record() for h in history if h.name == a.name),
                 )
             )
         return out
@@ -490,7 +472,7 @@ class Registry:
                 adapters = {a.name: a for a in s.scalars(select(AdapterRow)).all()}
                 rows = s.scalars(select(VersionRow)).all()
                 versions = [self._version(v, adapters[v.name]) for v in rows]
-                aliases = [_alias(r) for r in s.scalars(select(AliasRow))]
+                aliases = [r.to_record() for r in s.scalars(select(AliasRow))]
             snap = CatalogueSnapshot.build(int(generation), versions, aliases)
             self._snapshot = snap
             return snap
@@ -498,13 +480,3 @@ class Registry:
     def resolve(self, ref: str) -> AdapterVersion:
         """``name``, ``name@N`` or ``name@alias`` to a version; 404 ``model_not_found``."""
         return self.snapshot().resolve(ref)
-
-
-def _alias(row: AliasRow) -> AliasRecord:
-    return AliasRecord(row.name, row.alias, row.version, row.updated_by, iso(row.updated_at))
-
-
-def _change(row: AliasHistoryRow) -> AliasChange:
-    return AliasChange(
-        row.name, row.alias, row.from_version, row.to_version, row.changed_by, iso(row.changed_at)
-    )

@@ -63,9 +63,10 @@ class AdapterStore:
     """Owns the adapter directories under ``root``: staging, atomic publication, removal."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.objects = root / "sha256"
-        self.tmp = root / ".tmp"
+        # Absolute: the engine opens these paths from its own working directory.
+        self.root = root.absolute()
+        self.objects = self.root / "sha256"
+        self.tmp = self.root / ".tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
@@ -98,7 +99,8 @@ class AdapterStore:
         final = self.path_for(digest)
         if final.is_dir():
             return final
-        if self.tmp not in src.resolve().parents:
+        tmp, where = self.tmp.resolve(), src.resolve()
+        if where == tmp or not where.is_relative_to(tmp):
             raise ValueError(f"{src} is not a staging directory of this store")
         for p in src.rglob("*"):
             if p.is_symlink() or not (p.is_file() or p.is_dir()):

@@ -201,9 +201,10 @@ def _check_tensors(
                 "unexpected_tensor",
                 param="adapter_model",
             )
-        if module not in lora.target_modules:
+        if not lora.targets(layer, module):
             raise _refuse(
-                f"tensor {name!r} targets {module}, which target_modules does not list",
+                f"tensor {name!r} targets layer {layer}'s {module}, which target_modules "
+                "does not list",
                 "unexpected_tensor",
                 param="adapter_model",
             )

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
-from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
+from adapters.errors import ConflictError, GatewayError, InvalidRequestError, NotFoundError
 from gateway.state import GatewayState
 from router.backend import EngineError
 from router.routes import RouteTable
@@ -144,22 +143,18 @@ class AdminService:
     def _spool_and_ingest(
         self, parts: list[tuple[BinaryIO, str]], ingest: Any, meta: dict[str, Any]
     ) -> Any:
-        staging = self.gw.settings.store / ".uploads"
-        staging.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=staging))
-        try:
+        # The body was already bounded by the middleware's running byte count; this copy
+        # lands in the store's own staging area, which its garbage collection sweeps.
+        with self.gw.registry.store.staging_dir() as tmp:
             paths = []
             for stream, filename in parts:
-                safe = Path(filename or "upload").name or "upload"
-                dst = tmp / safe
+                dst = tmp / (Path(filename or "upload").name or "upload")
                 with dst.open("wb") as out:
                     shutil.copyfileobj(stream, out, COPY_CHUNK)
                 paths.append(dst)
-            if ingest.__name__ == "ingest_archive":
+            if len(paths) == 1:
                 return ingest(paths[0], filename=parts[0][1], **meta)
             return ingest(paths[0], paths[1], **meta)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     async def list_adapters(self) -> list[dict[str, Any]]:
         records = await asyncio.to_thread(self.gw.registry.list_adapters)
@@ -209,13 +204,21 @@ class AdminService:
         snap = self.gw.resolver.snapshot
         target = snap.resolve(f"{name}@{version}")
         protected = set(self.gw.resolver.table.referenced_versions())
-        await asyncio.to_thread(self.gw.registry.delete_version, name, version, protected=protected)
-        # Unload everywhere so that the engine forgets it too.
+        aliased = [a for a, v in getattr(snap, "aliases", {}).get(name, {}).items() if v == version]
+        if aliased or target.id in protected:
+            why = f"alias {aliased[0]!r}" if aliased else "the route table"
+            raise ConflictError(
+                f"{target.id} is still referenced by {why}; move it first.",
+                code="version_in_use",
+            )
+        # Unload before deleting: a loaded adapter could otherwise be evicted and reloaded
+        # by the engine from a directory that no longer exists.
         for st in self.gw.pool.healthy():
             try:
                 await self.gw.pool.unload(st, target)
             except EngineError as exc:
                 log.warning("unloading %s from %s failed: %s", target.id, st.backend.name, exc)
+        await asyncio.to_thread(self.gw.registry.delete_version, name, version, protected=protected)
         await self.refresh()
 
     def _backends(self, backend: str | None) -> list[Any]:
