@@ -52,6 +52,8 @@ class FakeEngineState:
     faults: Faults = field(default_factory=Faults)
     load_delay: float = 0.0
     record_requests: bool = True
+    # Unloading an adapter cuts off streams still using it (the risk an unload must avoid).
+    unload_generation: dict[str, int] = field(default_factory=dict)
 
     def restart(self) -> None:
         """Forget every runtime-loaded adapter, as a restarted vLLM would."""
@@ -158,6 +160,7 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
         if name not in st.loaded:
             return _err(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         del st.loaded[name]
+        st.unload_generation[name] = st.unload_generation.get(name, 0) + 1
         return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def metrics(_: Request) -> Response:
@@ -258,6 +261,8 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
                 + b"\n\n"
             )
 
+        born = st.unload_generation.get(model, 0)
+
         async def gen() -> AsyncIterator[bytes]:
             st.running += 1
             try:
@@ -293,6 +298,8 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
                         await asyncio.sleep(3600)
                     if st.faults.chunk_delay:
                         await asyncio.sleep(st.faults.chunk_delay)
+                    if st.unload_generation.get(model, 0) != born:
+                        return  # the adapter was unloaded under this request
                     last = i == len(pieces) - 1
                     yield chunk(piece, finish if last else None)
                 if include_usage:

@@ -39,6 +39,27 @@ class BackendState:
     holds: set[str] = field(default_factory=set)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_check: float = 0.0
+    # Requests in flight per adapter, so an unload can wait for them to finish.
+    active: dict[str, int] = field(default_factory=dict)
+    idle: dict[str, asyncio.Event] = field(default_factory=dict)
+    unloading: set[str] = field(default_factory=set)
+
+    def begin(self, engine_name: str) -> None:
+        self.active[engine_name] = self.active.get(engine_name, 0) + 1
+        self.idle.setdefault(engine_name, asyncio.Event()).clear()
+
+    def end(self, engine_name: str) -> None:
+        left = self.active.get(engine_name, 1) - 1
+        if left <= 0:
+            self.active.pop(engine_name, None)
+            event = self.idle.get(engine_name)
+            if event is not None:
+                event.set()
+        else:
+            self.active[engine_name] = left
+
+    def serves(self, engine_name: str) -> bool:
+        return engine_name in self.holds and engine_name not in self.unloading
 
 
 class BackendPool:
@@ -153,7 +174,7 @@ class BackendPool:
         least = min(live, key=lambda s: s.backend.outstanding)
         if version is None:
             return least
-        holding = [st for st in live if version.engine_name in st.holds]
+        holding = [st for st in live if st.serves(version.engine_name)]
         if holding:
             best = min(holding, key=lambda s: s.backend.outstanding)
             # Spill over to another backend only when the holder is clearly overloaded.
@@ -166,7 +187,7 @@ class BackendPool:
     async def ensure_loaded(self, st: BackendState, version: VersionLike) -> bool:
         """Make ``version`` present on the backend. Returns True if this call loaded it."""
         name = version.engine_name
-        if name in st.holds:
+        if st.serves(name):
             return False
         lock = st.locks.setdefault(name, asyncio.Lock())
         async with lock:
@@ -188,12 +209,28 @@ class BackendPool:
             self._hook(st, t0, "loaded")
             return True
 
-    async def unload(self, st: BackendState, version: VersionLike) -> None:
+    async def unload(
+        self, st: BackendState, version: VersionLike, *, drain_timeout: float = 120.0
+    ) -> None:
+        """Unload once the requests already running on this version have finished.
+
+        New requests for the version wait on the same lock and load it again after,
+        so nothing in flight is cut off and nothing is served by another adapter.
+        """
         name = version.engine_name
         lock = st.locks.setdefault(name, asyncio.Lock())
         async with lock:
-            await st.backend.unload_adapter(name)
-            st.holds.discard(name)
+            st.unloading.add(name)
+            try:
+                if st.active.get(name):
+                    event = st.idle.setdefault(name, asyncio.Event())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(drain_timeout):
+                            await event.wait()
+                await st.backend.unload_adapter(name)
+                st.holds.discard(name)
+            finally:
+                st.unloading.discard(name)
 
     def forget(self, st: BackendState, engine_name: str) -> None:
         """The engine said it does not know this name (evicted or restarted)."""

@@ -253,11 +253,13 @@ class InferenceService:
             backend = st.backend
             ctx["backend"] = backend.name
             try:
-                if version is not None and version.engine_name not in st.holds:
+                if version is not None and not st.serves(version.engine_name):
                     self.gw.limiter.admit_cold_load(key.id)
                     cold = await pool.ensure_loaded(st, version) or cold
                 t0 = time.perf_counter()
                 backend.outstanding += 1
+                if version is not None:
+                    st.begin(version.engine_name)
                 try:
                     if stream:
                         sent: bytes | UpstreamStream = await backend.stream(PATHS[kind], payload)
@@ -265,9 +267,15 @@ class InferenceService:
                         sent = await backend.chat(payload)
                     else:
                         sent = await backend.completion(payload)
+                except BaseException:
+                    if stream and version is not None:
+                        st.end(version.engine_name)
+                    raise
                 finally:
                     if not stream:
                         backend.outstanding -= 1
+                        if version is not None:
+                            st.end(version.engine_name)
                 if not stream:
                     self.gw.metrics.upstream_latency.labels(backend.name).observe(
                         time.perf_counter() - t0
@@ -388,6 +396,8 @@ class InferenceService:
         async def finish() -> None:
             await upstream.close()
             st.backend.outstanding -= 1
+            if res.version is not None:
+                st.end(res.version.engine_name)
             gw.inflight.leave(key.id)
             self._account(ctx, key, state["usage"])
             m.upstream_latency.labels(st.backend.name).observe(time.perf_counter() - t0)

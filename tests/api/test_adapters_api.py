@@ -240,3 +240,40 @@ async def test_key_allow_list_hides_other_tenants(
         assert ids == {"echo-base"}
         assert (await c.get("/v1/models/tiny", headers=h)).status_code == 404
     assert json.dumps(tenant.model_dump()).count("tenant-a-key") == 0
+
+
+async def test_swap_under_traffic_never_mixes_adapters(
+    client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
+) -> None:
+    from router.fake_engine import Faults
+
+    await upload(client, write_tiny_adapter(tmp_path / "a", seed=1), alias="prod")
+    await upload(client, write_tiny_adapter(tmp_path / "b", seed=2))
+    engine.faults = Faults(chunk_delay=0.05)
+    body = chat("tiny@prod", stream=True, max_tokens=12)
+
+    async def stream() -> tuple[str, list[str]]:
+        r = await client.post("/v1/chat/completions", headers=INFERENCE, json=body)
+        return r.headers["x-adapter-version"], [
+            line for line in r.text.split("\n") if line.startswith("data: ")
+        ]
+
+    in_flight = [asyncio.create_task(stream()) for _ in range(6)]
+    await asyncio.sleep(0.15)  # the streams have started on version 1
+    r = await client.put("/v1/adapters/tiny/aliases/prod", headers=ADMIN, json={"version": 2})
+    assert r.status_code == 200
+    unload = asyncio.create_task(client.post("/v1/adapters/tiny@1/unload", headers=ADMIN))
+    after = [asyncio.create_task(stream()) for _ in range(3)]
+    old = await asyncio.gather(*in_flight)
+    new = await asyncio.gather(*after)
+    assert (await unload).json()["backends"] == {"b0": "unloaded"}
+    for version, events in old:
+        assert version == "tiny@1"
+        assert events[-1] == "data: [DONE]"  # finished on the version it started with
+    for version, events in new:
+        assert version == "tiny@2" and events[-1] == "data: [DONE]"
+    engines = [req["model"] for req in engine.requests]
+    assert all(m.startswith(("tiny-v1-", "tiny-v2-")) for m in engines)
+    assert not any(m == "base" for m in engines)
+    assert engines[:6] == [engines[0]] * 6 and engines[0].startswith("tiny-v1-")
+    assert engine.unload_calls and engine.unload_calls[-1].startswith("tiny-v1-")
