@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 # Reinstall when pyproject.toml changes (the stamp name carries its hash).
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install deploy-tools demo test test-fast lint bench clean
+
+# A throwaway PostgreSQL for the catalogue tests (multi-replica, two gateways).
+PG_PORT ?= 55439
 
 install: $(STAMP)
 
@@ -23,10 +26,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/lora-gateway demo run
 
-test: install
-	$(BIN)/python -m pytest -p no:cacheprovider tests
+# Offline checkers for deploy/ (promtool, the Compose schema), unpacked from Debian's packages.
+deploy-tools:
+	@scripts/deploy-tools.sh >/dev/null
 
-test-fast: install
+test: install deploy-tools
+	@scripts/postgres-test.sh start $(PG_PORT) >/dev/null
+	@LORA_GATEWAY_TEST_POSTGRES_URL=$$(scripts/postgres-test.sh url $(PG_PORT)) \
+		$(BIN)/python -m pytest -p no:cacheprovider tests; \
+		status=$$?; scripts/postgres-test.sh stop $(PG_PORT) >/dev/null; exit $$status
+
+test-fast: install deploy-tools
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/api
 
 lint: install
