@@ -157,4 +157,34 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(health_router)
     app.add_middleware(GatewayMiddleware, gw_getter=lambda: holder.get("gw"))
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """Write this gateway's configured caps into its OpenAPI spec, so the spec is exact."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("ChatCompletionRequest", "CompletionRequest"):
+                props = schemas.get(name, {}).get("properties", {})
+                for field in ("max_tokens", "max_completion_tokens"):
+                    _set_maximum(props.get(field), settings.max_tokens_cap)
+                _set_maximum(props.get("n"), settings.max_n)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _set_maximum(prop: dict[str, Any] | None, maximum: int) -> None:
+    if not prop:
+        return
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") == "integer":
+            branch["maximum"] = maximum

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
@@ -13,6 +13,11 @@ from gateway.deps import AdminKey, Gw, MultipartOnly
 from gateway.inference.protocol import error_responses
 
 router = APIRouter(tags=["adapters"])
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ALIAS_PATTERN = r"^[a-z][a-z0-9._-]{0,31}$"
+MAX_VERSION = 2**31 - 1  # the catalogue stores versions as 32-bit integers
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+AliasPath = Annotated[str, Path(pattern=ALIAS_PATTERN)]
 
 
 class AdapterVersionOut(BaseModel):
@@ -48,7 +53,7 @@ class AdapterList(BaseModel):
 
 
 class AliasIn(BaseModel):
-    version: int = Field(ge=1, description="The version number the alias should point at.")
+    version: int = Field(ge=1, le=MAX_VERSION, description="The version number to point at.")
 
 
 class AliasOut(BaseModel):
@@ -81,7 +86,7 @@ async def upload_adapter(
     gw: Gw,
     key: AdminKey,
     _multipart: MultipartOnly,
-    name: Annotated[str, Form(description="Adapter name, ^[a-z0-9][a-z0-9._-]{0,63}$")],
+    name: Annotated[str, Form(description="Adapter name.", pattern=NAME_PATTERN)],
     file: Annotated[
         UploadFile | None, File(description=".tar.gz, .tgz or .zip of a PEFT adapter directory")
     ] = None,
@@ -96,7 +101,9 @@ async def upload_adapter(
     description: Annotated[str | None, Form()] = None,
     labels: Annotated[str | None, Form(description="JSON object")] = None,
     eval: Annotated[str | None, Form(description="JSON evaluation report")] = None,
-    alias: Annotated[str | None, Form(description="Point this alias at the new version")] = None,
+    alias: Annotated[
+        str | None, Form(description="Point this alias at the new version", pattern=ALIAS_PATTERN)
+    ] = None,
 ) -> Response:
     service = AdminService(gw)
     body, created = await service.upload(
@@ -122,7 +129,7 @@ async def list_adapters(gw: Gw, key: AdminKey) -> AdapterList:
 @router.get(
     "/v1/adapters/{name}", response_model=AdapterOut, responses=error_responses(401, 403, 404)
 )
-async def get_adapter(name: str, gw: Gw, key: AdminKey) -> AdapterOut:
+async def get_adapter(name: NamePath, gw: Gw, key: AdminKey) -> AdapterOut:
     return AdapterOut(**await AdminService(gw).get_adapter(name))
 
 
@@ -131,7 +138,9 @@ async def get_adapter(name: str, gw: Gw, key: AdminKey) -> AdapterOut:
     response_model=AliasOut,
     responses=error_responses(400, 401, 403, 404),
 )
-async def set_alias(name: str, alias: str, request: AliasIn, gw: Gw, key: AdminKey) -> AliasOut:
+async def set_alias(
+    name: NamePath, alias: AliasPath, request: AliasIn, gw: Gw, key: AdminKey
+) -> AliasOut:
     """Point an alias at a version (promote); what it points at is pre-warmed."""
     return AliasOut(**await AdminService(gw).set_alias(name, alias, request.version, key.id))
 
@@ -141,7 +150,7 @@ async def set_alias(name: str, alias: str, request: AliasIn, gw: Gw, key: AdminK
     response_model=AliasOut,
     responses=error_responses(401, 403, 404, 409),
 )
-async def rollback_alias(name: str, alias: str, gw: Gw, key: AdminKey) -> AliasOut:
+async def rollback_alias(name: NamePath, alias: AliasPath, gw: Gw, key: AdminKey) -> AliasOut:
     """Move an alias back to its previous target."""
     return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id))
 
@@ -151,7 +160,9 @@ async def rollback_alias(name: str, alias: str, gw: Gw, key: AdminKey) -> AliasO
     status_code=204,
     responses=error_responses(401, 403, 404, 409),
 )
-async def delete_version(name: str, version: int, gw: Gw, key: AdminKey) -> Response:
+async def delete_version(
+    name: NamePath, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], gw: Gw, key: AdminKey
+) -> Response:
     """Delete a version; refused (409) while an alias or a route points at it."""
     await AdminService(gw).delete_version(name, version)
     return Response(status_code=204)
