@@ -150,6 +150,90 @@ def compare_cmd(
     Console().print(table)
 
 
+@app.command("bench")
+def bench_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the reports.")] = Path("bench"),
+    benchmarks: Annotated[
+        Path | None, typer.Option("--benchmarks", help="Update the tables in this Markdown file.")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Shortened scenarios (about 10 minutes in all).")
+    ] = False,
+    adapters: Annotated[
+        str,
+        typer.Option(help="auto (trained if training.demo_adapters exists), trained or random."),
+    ] = "auto",
+    scenario: Annotated[
+        list[str], typer.Option("--scenario", help="Run only these (repeatable).")
+    ] = [],  # noqa: B006
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Base model directory (default: the demo model, built if missing)."),
+    ] = None,
+    live: Annotated[bool, typer.Option(help="Show the live progress display.")] = True,
+) -> None:
+    """Start the demo stack, run the standard scenarios, stop it, and update BENCHMARKS.md.
+
+    First the fast fake engine behind the gateway (overhead-fake, concurrency-fake), then
+    vLLM on the CPU behind the gateway (overhead, mixed-vs-single, cold-vs-warm,
+    many-adapters, soak). Everything started is stopped at the end, on errors and on
+    Ctrl-C or SIGTERM too.
+    """
+    import signal
+
+    from rich.console import Console
+
+    from load_tests.bench_run import FAKE_SCENARIOS, VLLM_SCENARIOS, bench_command, run_make_bench
+    from load_tests.benchmarks_md import BenchmarksFileError
+    from load_tests.stack import StackError
+
+    if adapters not in ("auto", "trained", "random"):
+        raise typer.BadParameter("expected auto, trained or random", param_hint="--adapters")
+    known = (*FAKE_SCENARIOS, *VLLM_SCENARIOS)
+    unknown = [s for s in scenario if s not in known]
+    if unknown:
+        raise _fail(f"unknown scenario(s) {', '.join(unknown)}; the bench runs {', '.join(known)}")
+    extra = [f"--adapters={adapters}"] if adapters != "auto" else []
+    extra += [f"--scenario={s}" for s in scenario]
+    if model is not None:
+        if not (model / "config.json").is_file():
+            raise _fail(f"--model {model}: not a model directory (no config.json)")
+        extra.append(f"--model={model}")
+    console = Console(stderr=True)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the stack's cleanup like Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        summary = run_make_bench(
+            out,
+            benchmarks=benchmarks,
+            quick=quick,
+            adapter_source=adapters,
+            scenarios=scenario or known,
+            say=lambda msg: console.print(msg, highlight=False),
+            live=live,
+            command=bench_command(out, benchmarks, quick=quick, extra=extra),
+            model_dir=model,
+        )
+    except (StackError, BenchmarksFileError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; everything the bench started was stopped") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    from load_tests.benchmarks_md import goals_table
+
+    typer.echo("\n".join(goals_table(summary["goals"])))
+    failed = [n for n, s in summary["scenarios"].items() if s.get("error")]
+    typer.echo(f"reports under {out}/; summary {out / 'bench.json'}")
+    if benchmarks is not None:
+        typer.echo(f"updated {benchmarks}")
+    if failed:
+        raise _fail(f"scenario(s) failed: {', '.join(failed)} (see {out / 'bench.json'})")
+
+
 def main() -> None:
     app()
 

@@ -17,8 +17,9 @@ def series(text: str) -> int:
     return sum(len(f.samples) for f in text_string_to_metric_families(text))
 
 
-async def test_series_stay_bounded(settings_factory: Any, engine: FakeEngineState,
-                                   tmp_path: Path) -> None:
+async def test_series_stay_bounded(
+    settings_factory: Any, engine: FakeEngineState, tmp_path: Path
+) -> None:
     settings = settings_factory(cold_loads_per_minute=10_000, rate_limit_rpm=100_000)
     async with app_client(settings) as (_, client):
         await _churn(client, tmp_path)
@@ -42,8 +43,9 @@ async def _churn(client: httpx.AsyncClient, tmp_path: Path) -> None:
         r = await upload(client, d, name="churn")
         assert r.status_code == 201, r.text
         version = r.json()["version"]
-        r = await client.post("/v1/chat/completions", headers=INFERENCE,
-                              json=chat(f"churn@{version}"))
+        r = await client.post(
+            "/v1/chat/completions", headers=INFERENCE, json=chat(f"churn@{version}")
+        )
         assert r.status_code == 200
         r = await client.delete(f"/v1/adapters/churn/versions/{version}", headers=ADMIN)
         assert r.status_code == 204, r.text

@@ -1,4 +1,4 @@
-"""Whole runs against an in-process fake OpenAI server on 127.0.0.1, and fail-fast pre-flight."""
+"""Whole runs against the fake engine (router.fake_engine) on 127.0.0.1; fail-fast pre-flight."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import pytest
 
 from load_tests.arrivals import poisson_arrivals
 from load_tests.client import PlannedRequest
-from load_tests.fake_openai import FakeConfig, FakeOpenAI, start_fake
 from load_tests.generator import RunResult, Target, run_scenario
 from load_tests.preflight import PreflightError
 from load_tests.prompts import PromptError, PromptSet, load_prompt_set, prompt_messages
 from load_tests.scenario import REQUEST_TYPES, ScenarioError, parse_scenario
 from load_tests.stats import sum_series
+from router.fake_engine import FakeEngineState, Faults, create_fake_engine
+from tests.support import ThreadServer
 
 SCHEMA = {
     "type": "object",
@@ -43,13 +44,16 @@ PROMPTS = PromptSet(
 ROUTES = set(REQUEST_TYPES)
 
 
+ANSWER = '{"category": "general", "eta_bucket": "1-3d"}'
+
+
 @asynccontextmanager
-async def fake_server(**config: Any) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    fake, runner, url = await start_fake(FakeConfig(**config))
-    try:
-        yield fake, url
-    finally:
-        await runner.cleanup()
+async def fake_server(**config: Any) -> AsyncIterator[tuple[FakeEngineState, str]]:
+    """The project's fake engine on a loopback port, answering ANSWER unless told otherwise."""
+    config.setdefault("answer_text", ANSWER)
+    state = FakeEngineState(record_requests=False, **config)
+    with ThreadServer(create_fake_engine(state)) as server:
+        yield state, server.url
 
 
 def scenario(arms: list[dict[str, Any]], **over: Any) -> Any:
@@ -80,11 +84,10 @@ async def test_open_loop_two_arms_interleaved_without_coordinated_omission() -> 
     # The upstream takes 0.15 s per request, six times the mean arrival gap: a closed
     # loop would send far fewer; the open loop must send exactly what was scheduled.
     async with (
-        fake_server(models=ROUTES, first_token_delay_s=0.15, version_header=True) as (
-            gw,
-            gw_url,
-        ),
-        fake_server(models={"eng"}, first_token_delay_s=0.15) as (_dr, dr_url),
+        fake_server(
+            extra_models=ROUTES, faults=Faults(first_byte_delay=0.15), version_header=True
+        ) as (gw, gw_url),
+        fake_server(extra_models={"eng"}, faults=Faults(first_byte_delay=0.15)) as (_dr, dr_url),
     ):
         sc = scenario([DIRECT_ARM, GATEWAY_ARM], load={"warmup_s": 0.1}, seed=9)
         result = await run_scenario(
@@ -125,7 +128,7 @@ async def test_open_loop_two_arms_interleaved_without_coordinated_omission() -> 
         r.completion_tokens or 0 for r in by_arm["gateway"]
     )
     assert result.models["direct"] == ["base", "eng"]
-    assert result.server_versions == {"gateway": "fake-openai", "direct": "fake-openai"}
+    assert result.server_versions == {"gateway": "fake-engine", "direct": "fake-engine"}
 
 
 async def test_closed_loop_bounded_by_count_non_streaming_completions() -> None:
@@ -136,7 +139,10 @@ async def test_closed_loop_bounded_by_count_non_streaming_completions() -> None:
         "endpoint": "completions",
         "stream": False,
     }
-    async with fake_server(models=ROUTES, first_token_delay_s=0.01) as (fake, url):
+    async with fake_server(extra_models=ROUTES, faults=Faults(first_byte_delay=0.01)) as (
+        fake,
+        url,
+    ):
         sc = scenario(
             [arm],
             load={
@@ -163,7 +169,7 @@ async def test_alternating_phases_and_arm_windows() -> None:
         {"name": "single", "target": "gateway", "mix": {"shipment-classification": 1}},
         {"name": "mixed", "target": "gateway", "mix": {t: 1 for t in REQUEST_TYPES}},
     ]
-    async with fake_server(models=ROUTES) as (_, url):
+    async with fake_server(extra_models=ROUTES) as (_, url):
         sc = scenario(
             arms,
             schedule="alternating",
@@ -181,7 +187,7 @@ async def test_alternating_phases_and_arm_windows() -> None:
 
 
 async def test_early_stop_when_the_error_rate_passes_the_threshold() -> None:
-    async with fake_server(models=ROUTES, cut_stream=True) as (_, url):
+    async with fake_server(extra_models=ROUTES, faults=Faults(drop_after_chunks=1)) as (_, url):
         sc = scenario(
             [GATEWAY_ARM],
             load={"rate": 200.0, "duration_s": 10.0},
@@ -213,7 +219,7 @@ async def test_before_request_hook_runs_for_its_arm_only_and_failures_are_record
         if len(seen) == 2:
             raise RuntimeError("unload refused")
 
-    async with fake_server(models=ROUTES) as (_, url):
+    async with fake_server(extra_models=ROUTES) as (_, url):
         sc = scenario(
             arms, load={"rate": None, "concurrency": 1, "duration_s": 30, "max_requests": 6}
         )
@@ -234,7 +240,7 @@ async def test_before_request_hook_runs_for_its_arm_only_and_failures_are_record
 
 
 async def test_request_timeout_is_recorded() -> None:
-    async with fake_server(models=ROUTES, first_token_delay_s=0.6) as (_, url):
+    async with fake_server(extra_models=ROUTES, faults=Faults(first_byte_delay=0.6)) as (_, url):
         sc = scenario(
             [GATEWAY_ARM],
             load={
@@ -273,7 +279,7 @@ async def test_preflight_unreachable_target() -> None:
 
 
 async def test_preflight_wrong_key() -> None:
-    async with fake_server(models=ROUTES, api_key="right") as (fake, url):
+    async with fake_server(extra_models=ROUTES, api_key="right") as (fake, url):
         message = await _preflight_error(
             scenario([GATEWAY_ARM]), {"gateway": Target("gateway", url, "wrong")}
         )
@@ -284,14 +290,14 @@ async def test_preflight_wrong_key() -> None:
 @pytest.mark.parametrize("models_endpoint", [False, True])
 async def test_preflight_unknown_request_type(models_endpoint: bool) -> None:
     arm = {"name": "gateway", "target": "gateway", "mix": {"no-such-route": 1}}
-    async with fake_server(models=ROUTES, models_endpoint=models_endpoint) as (fake, url):
+    async with fake_server(extra_models=ROUTES, models_endpoint=models_endpoint) as (fake, url):
         message = await _preflight_error(scenario([arm]), {"gateway": Target("gateway", url)})
         assert fake.served == 0  # only the 404 probe reached it
     assert message.startswith("gateway: unknown request type or model 'no-such-route' (HTTP 404")
 
 
 async def test_preflight_missing_target_and_direct_binding() -> None:
-    async with fake_server(models=ROUTES) as (_, url):
+    async with fake_server(extra_models=ROUTES) as (_, url):
         message = await _preflight_error(
             scenario([GATEWAY_ARM, DIRECT_ARM]), {"gateway": Target("gateway", url)}
         )
@@ -360,7 +366,7 @@ async def test_run_scenario_file_with_live_display_writes_the_report(tmp_path: A
         "name: tiny\nload: {concurrency: 2, duration_s: 5, max_requests: 4}\n"
         "arms:\n  - {name: gateway, target: gateway, mix: {invoice-parsing: 1}}\n"
     )
-    async with fake_server(models=ROUTES) as (_, url):
+    async with fake_server(extra_models=ROUTES) as (_, url):
         paths = await run_scenario_file(
             path,
             tmp_path / "out",

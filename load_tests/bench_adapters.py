@@ -1,0 +1,126 @@
+"""Adapters for the benchmark stack: the demo adapters, and many distinct versions of one.
+
+Latency does not depend on what an adapter learned, only on its shape (rank, target
+modules) and on whether the engine holds it. So the benchmark takes the trained demo
+adapters when ``training.demo_adapters`` is there (``source="auto"`` or ``"trained"``),
+and otherwise makes random PEFT LoRA adapters for the demo model, of the shape the
+demo trains (rank 16 on all seven projections). The ``many-adapters`` versions are
+copies of one adapter with their ``lora_B`` weights scaled differently (by 1 + k/100), so
+each has its own digest and is a distinct version to the registry and the engine.
+
+torch, peft and transformers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from load_tests.stack import DEMO_ADAPTER_NAMES, AdapterFiles, StackError
+
+AdapterSource = Literal["auto", "trained", "random"]
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RANDOM_RANK = 16
+_STAMP = "source.json"
+
+
+def trained_available() -> bool:
+    return importlib.util.find_spec("training.demo_adapters") is not None
+
+
+def demo_adapters(
+    model_dir: Path, work_dir: Path, *, source: AdapterSource = "auto", progress: bool = True
+) -> dict[str, AdapterFiles]:
+    """Request type -> adapter files for the three demo routes."""
+    if source == "trained" or (source == "auto" and trained_available()):
+        try:
+            module = importlib.import_module("training.demo_adapters")
+        except ImportError as exc:
+            raise StackError(f"trained demo adapters unavailable: {exc}") from None
+        made: Mapping[str, Mapping[str, Any]] = module.ensure_demo_adapters(
+            model_dir, progress=progress
+        )
+        missing = sorted(set(DEMO_ADAPTER_NAMES) - set(made))
+        if missing:
+            raise StackError(f"ensure_demo_adapters gave no adapter for {', '.join(missing)}")
+        return {
+            task: AdapterFiles(Path(made[task]["path"]), made[task].get("eval"), "trained")
+            for task in DEMO_ADAPTER_NAMES
+        }
+    return {
+        task: AdapterFiles(random_adapter(model_dir, work_dir / task, seed=seed), None, "random")
+        for seed, task in enumerate(DEMO_ADAPTER_NAMES, start=1)
+    }
+
+
+def _stamp(model_dir: Path, seed: int, rank: int) -> dict[str, Any]:
+    config = (model_dir / "config.json").read_text()
+    return {"model_dir": str(model_dir.resolve()), "config": config, "seed": seed, "rank": rank}
+
+
+def random_adapter(model_dir: Path, out: Path, *, seed: int, rank: int = RANDOM_RANK) -> Path:
+    """A PEFT LoRA adapter for ``model_dir`` with random non-zero weights (reused if made)."""
+    stamp = _stamp(model_dir, seed, rank)
+    # Beside the adapter, not in it: the registry refuses files it does not know.
+    marker = out.parent / f"{out.name}.{_STAMP}"
+    if marker.is_file() and json.loads(marker.read_text()) == stamp and out.is_dir():
+        return out
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, init_lora_weights=False, target_modules=list(TARGET_MODULES)
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # large enough that outputs differ from the base model's
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    if out.exists():
+        shutil.rmtree(out)
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = "base"  # the served name the registry checks against
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (out / "README.md").unlink(missing_ok=True)
+    marker.write_text(json.dumps(stamp))
+    return out
+
+
+def adapter_versions(source: Path, out_dir: Path, count: int) -> list[Path]:
+    """``count`` copies of ``source`` whose lora_B weights are scaled by 1 + k/100 each.
+
+    A step of 1% changes bf16 weights too (their precision is about 0.8%), so every copy
+    has its own digest.
+    """
+    if count <= 0:
+        return []
+    from safetensors.torch import load_file, save_file
+
+    weights = source / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise StackError(f"{source} has no adapter_model.safetensors")
+    tensors = load_file(str(weights))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    paths = []
+    for k in range(1, count + 1):
+        d = out_dir / f"v{k:03d}"
+        d.mkdir(parents=True)
+        scaled = {
+            n: (t * (1.0 + k / 100.0)).to(t.dtype) if "lora_B" in n else t
+            for n, t in tensors.items()
+        }
+        save_file(scaled, str(d / "adapter_model.safetensors"))
+        shutil.copy2(source / "adapter_config.json", d / "adapter_config.json")
+        paths.append(d)
+    return paths

@@ -1,0 +1,359 @@
+"""The stack ``make bench`` measures: an upstream, a gateway in front of it, adapters in it.
+
+Two upstreams:
+
+- ``vllm``: the real engine on the CPU (``router.engine_launcher``) serving the demo base
+  model with LoRA enabled and ``max_loras=4``;
+- ``fake``: the fast fake engine (``python -m router.fake_engine``), to measure what the
+  gateway itself costs.
+
+The gateway runs as ``lora-gateway serve --demo`` in its own process, configured only
+through its environment: the upstream as its one backend, the demo base model's
+directory, and a store and catalogue in the stack's work directory. Inherited
+``LORA_GATEWAY_*`` variables are dropped, and the per-key rate limits are lifted, so a
+benchmark measures the request path rather than the limiter. The demo adapters are
+uploaded through the admin API with the alias ``prod`` and pre-warmed; for
+``many-adapters``, more versions of one adapter are uploaded.
+
+``bench_stack(spec, work_dir=...)`` is a context manager. Whatever happens inside it (an
+error, Ctrl-C, a SIGTERM that the CLI turns into KeyboardInterrupt), every process it
+started is stopped with its whole process group on the way out: nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
+
+Upstream = Literal["vllm", "fake"]
+Say = Callable[[str], None]
+
+# Request type -> the adapter name its route's `@prod` alias belongs to (router/demo_routes.yaml).
+DEMO_ADAPTER_NAMES = {
+    "shipment-classification": "shipment-classifier",
+    "invoice-parsing": "invoice-parser",
+    "route-optimization": "route-optimizer",
+}
+# The adapter whose many versions rotate through the engine in `many-adapters`.
+MANY_NAME = "many-shipment"
+# Lifted limits: a benchmark must measure the request path, not the rate limiter.
+BENCH_GATEWAY_ENV = {
+    "LORA_GATEWAY_RATE_LIMIT_RPM": "100000000",
+    "LORA_GATEWAY_RATE_LIMIT_TPM": "1000000000000",
+    "LORA_GATEWAY_COLD_LOADS_PER_MINUTE": "1000000",
+    "LORA_GATEWAY_MAX_IN_FLIGHT": "4096",
+    "LORA_GATEWAY_MAX_IN_FLIGHT_PER_KEY": "4096",
+}
+
+
+class StackError(RuntimeError):
+    """A part of the stack could not be started or prepared; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    """One adapter directory to register, and its evaluation report if it was trained."""
+
+    path: Path
+    eval: dict[str, Any] | None = None
+    kind: str = "random"
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What to start: which upstream, which base model, which adapters."""
+
+    upstream: Upstream
+    model_dir: Path
+    adapters: Mapping[str, AdapterFiles]  # request type -> adapter files
+    many_versions: Sequence[Path] = ()  # extra versions of MANY_NAME, in order
+    max_loras: int = 4
+    engine_timeout_s: float = 600.0
+
+
+@dataclass
+class Stack:
+    """A running stack: where to send requests, with which keys and model names."""
+
+    upstream: Upstream
+    gateway_url: str
+    direct_url: str
+    inference_key: str = DEMO_INFERENCE_KEY
+    admin_key: str = DEMO_ADMIN_KEY
+    direct_models: dict[str, str] = field(default_factory=dict)  # request type -> engine name
+    cold_adapters: dict[str, str] = field(default_factory=dict)  # request type -> adapter ref
+    many_models: list[str] = field(default_factory=list)  # MANY_NAME@N refs
+    pids: dict[str, int] = field(default_factory=dict)  # process-group leaders
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def warm_models(self) -> list[str]:
+        """The all-warm baseline of many-adapters: as many versions as the engine holds."""
+        return self.many_models[:4]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class ManagedProcess:
+    """Owns one child process, started in its own process group, and its log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log: Path):
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as f:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StackError(f"{self.name}: cannot start {self.argv[0]}: {exc}") from None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait_http(self, url: str, *, bound_s: float) -> None:
+        """Poll ``url`` until it answers 200; fail with the log's tail if the process dies."""
+        deadline = time.monotonic() + bound_s
+        while True:
+            code = self.exited()
+            if code is not None:
+                raise StackError(
+                    f"{self.name} exited with code {code} during start-up; last lines of "
+                    f"{self.log}:\n{_tail(self.log)}"
+                )
+            with contextlib.suppress(urllib.error.URLError, OSError, TimeoutError):
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name} was not ready at {url} within {bound_s:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole group, SIGKILL whatever is left after ``grace_s``."""
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+        # Children of the leader (e.g. workers) may outlive it: the group goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def gateway_env(
+    *, port: int, backend_url: str, model_dir: Path, work_dir: Path, max_loras: int
+) -> dict[str, str]:
+    """The gateway's whole configuration: no inherited LORA_GATEWAY_* setting leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_GATEWAY_")}
+    env.update(BENCH_GATEWAY_ENV)
+    env.update(
+        {
+            "LORA_GATEWAY_HOST": "127.0.0.1",
+            "LORA_GATEWAY_PORT": str(port),
+            "LORA_GATEWAY_BACKENDS": backend_url,
+            "LORA_GATEWAY_BASE_MODEL_PATH": str(model_dir),
+            "LORA_GATEWAY_STORE": str(work_dir / "store"),
+            "LORA_GATEWAY_MAX_LORAS": str(max_loras),
+            "LORA_GATEWAY_HEALTH_INTERVAL": "1.0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def gateway_process(env: Mapping[str, str], log: Path) -> ManagedProcess:
+    argv = [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--demo"]
+    return ManagedProcess("gateway", argv, env=env, log=log)
+
+
+def fake_upstream_process(port: int, log: Path) -> ManagedProcess:
+    argv = [sys.executable, "-m", "router.fake_engine", "--port", str(port)]
+    return ManagedProcess("fake engine", argv, env=dict(os.environ), log=log)
+
+
+class AdminClient:
+    """Owns an admin-key HTTP client to the gateway: uploads, pre-warm, unload, lookups."""
+
+    def __init__(self, url: str, key: str = DEMO_ADMIN_KEY) -> None:
+        self.url = url
+        self.key = key
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def upload(self, files: AdapterFiles, *, name: str, alias: str | None = None) -> str:
+        """Register one version; returns its id (``name@N``)."""
+        from gateway.admin_cli import upload_adapter
+
+        status, body = upload_adapter(
+            self.url,
+            self.key,
+            files.path,
+            name=name,
+            alias=alias,
+            eval_report=files.eval,
+            show_progress=False,
+        )
+        if status >= 400:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            raise StackError(f"uploading {name} from {files.path} was refused: {error or body}")
+        return str(body["id"])
+
+    def load(self, ref: str) -> None:
+        r = self.http.post(f"/v1/adapters/{quote(ref, safe='@')}/load")
+        if r.status_code != 200 or any(
+            str(v).startswith("failed") for v in r.json().get("backends", {}).values()
+        ):
+            raise StackError(f"pre-warming {ref} failed: HTTP {r.status_code} {r.text[:300]}")
+
+    def engine_name(self, ref: str) -> str:
+        """The name the engine knows version ``ref`` (``name@N``) by."""
+        name, _, version = ref.partition("@")
+        r = self.http.get(f"/v1/adapters/{quote(name)}")
+        if r.status_code != 200:
+            raise StackError(f"looking up {name}: HTTP {r.status_code} {r.text[:300]}")
+        for v in r.json()["versions"]:
+            if str(v["version"]) == version:
+                return str(v["engine_name"])
+        raise StackError(f"{ref} is not a registered version")
+
+
+def register_adapters(admin: AdminClient, spec: StackSpec, stack: Stack, say: Say) -> None:
+    """Upload the demo adapters (alias prod) and the many versions; pre-warm the prod ones."""
+    for task, files in spec.adapters.items():
+        name = DEMO_ADAPTER_NAMES[task]
+        ref = admin.upload(files, name=name, alias="prod")
+        admin.load(ref)
+        stack.direct_models[task] = admin.engine_name(ref)
+        stack.cold_adapters[task] = f"{name}@prod"
+        say(f"{task} → {ref} ({files.kind} adapter), engine name {stack.direct_models[task]}")
+    for i, path in enumerate(spec.many_versions):
+        ref = admin.upload(AdapterFiles(path), name=MANY_NAME)
+        if ref in stack.many_models:
+            raise StackError(f"version {i + 1} of {MANY_NAME} ({path}) repeats {ref}'s content")
+        stack.many_models.append(ref)
+    if spec.many_versions:
+        say(f"{len(stack.many_models)} versions of {MANY_NAME} registered")
+
+
+@contextlib.contextmanager
+def bench_stack(spec: StackSpec, *, work_dir: Path, say: Say | None = None) -> Iterator[Stack]:
+    """Start the upstream and the gateway, register adapters; stop everything on exit."""
+    say = say or (lambda _msg: None)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)  # a fresh store and catalogue for every stack
+    work_dir.mkdir(parents=True)
+    logs = work_dir / "logs"
+    stoppers: list[Callable[[], None]] = []
+    try:
+        if spec.upstream == "vllm":
+            from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+
+            engine = EngineProcess(
+                EngineConfig(
+                    model=str(spec.model_dir),
+                    port=free_port(),
+                    max_loras=spec.max_loras,
+                    max_cpu_loras=spec.max_loras,
+                ),
+                log_path=logs / "engine.log",
+            )
+            stoppers.append(engine.stop)
+            say(f"starting vLLM on {engine.config.url} (about a minute); log {engine.log_path}")
+            try:
+                engine.start()
+                engine.wait_ready(spec.engine_timeout_s)
+            except EngineLaunchError as exc:
+                raise StackError(str(exc)) from None
+            upstream_url, upstream_log = engine.config.url, engine.log_path
+            upstream_pid = engine.proc.pid if engine.proc is not None else 0
+        else:
+            port = free_port()
+            fake = fake_upstream_process(port, logs / "fake-engine.log")
+            stoppers.append(fake.stop)
+            fake.start()
+            upstream_url = f"http://127.0.0.1:{port}"
+            fake.wait_http(upstream_url + "/health", bound_s=30)
+            upstream_pid, upstream_log = fake.pid or 0, fake.log
+        say(f"{spec.upstream} upstream ready at {upstream_url}")
+        port = free_port()
+        env = gateway_env(
+            port=port,
+            backend_url=upstream_url,
+            model_dir=spec.model_dir,
+            work_dir=work_dir,
+            max_loras=spec.max_loras,
+        )
+        gw = gateway_process(env, logs / "gateway.log")
+        stoppers.append(gw.stop)
+        gw.start()
+        gateway_url = f"http://127.0.0.1:{port}"
+        gw.wait_http(gateway_url + "/health/ready", bound_s=60)
+        say(f"gateway ready at {gateway_url}")
+        stack = Stack(
+            upstream=spec.upstream,
+            gateway_url=gateway_url,
+            direct_url=upstream_url,
+            pids={"upstream": upstream_pid, "gateway": gw.pid or 0},
+            logs={"upstream": upstream_log, "gateway": gw.log},
+        )
+        admin = AdminClient(gateway_url)
+        stoppers.append(admin.close)
+        register_adapters(admin, spec, stack, say)
+        yield stack
+    finally:
+        # Gateway before upstream (reverse start order), each whatever the others did.
+        for stop in reversed(stoppers):
+            with contextlib.suppress(Exception):
+                stop()

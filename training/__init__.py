@@ -1,0 +1,1 @@
+"""Training: datasets, QLoRA/LoRA/full/DPO fine-tuning, evaluation, export, the demo base model."""

@@ -1,0 +1,53 @@
+"""The errors of the training tool. They are CLI errors, never sent to an HTTP client.
+
+TrainingError
+├── ConfigError      a bad training config (names the field)
+├── DataError        bad records (file:line: reason, one per record), an empty dataset,
+│                    a split that leaves a class empty
+├── HardwareError    a GPU-only feature asked for on a machine without one
+└── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrainingError(Exception):
+    """Root of the training tool's errors; the CLI prints the message and exits 2."""
+
+
+class ConfigError(TrainingError):
+    """A training config that cannot run; ``field`` names the offending key."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class DataError(TrainingError):
+    """Bad training data. ``issues`` lists every bad record as ``file:line: reason``."""
+
+    def __init__(self, message: str, *, issues: list[str] | None = None) -> None:
+        self.issues = list(issues or [])
+        shown = self.issues[:50]
+        extra = len(self.issues) - len(shown)
+        lines = [message, *(f"  {i}" for i in shown)]
+        if extra:
+            lines.append(f"  ... and {extra} more")
+        super().__init__("\n".join(lines))
+        self.summary = message
+
+
+class HardwareError(ConfigError):
+    """A config key asks for hardware this machine lacks (e.g. CUDA)."""
+
+
+class RegisterError(TrainingError):
+    """The gateway refused an adapter upload, or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
