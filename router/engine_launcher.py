@@ -100,6 +100,8 @@ class EngineConfig:
 
     def _check_port(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As uvicorn does: connections in TIME_WAIT from a previous run don't count.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((self.host, self.port))
             except OSError as exc:

@@ -210,3 +210,15 @@ def test_default_cache_dir_follows_the_environment(
     assert demo_model.default_cache_dir() == tmp_path
     monkeypatch.delenv("LORA_GATEWAY_CACHE")
     assert demo_model.default_cache_dir() == Path.home() / ".cache" / "lora-gateway"
+
+
+def test_importing_the_builder_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, training.demo_model\n"
+        "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
