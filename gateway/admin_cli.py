@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
@@ -48,7 +49,7 @@ def _check(resp: httpx.Response) -> Any:
             msg = f"{e.get('message')} (code {e.get('code')})"
         except (ValueError, KeyError, TypeError):
             msg = resp.text[:300]
-        err.print(f"[bold red]error {resp.status_code}:[/] {msg}")
+        err.print(f"[bold red]error {resp.status_code}:[/] {escape(msg)}")
         raise typer.Exit(1)
     return resp.json() if resp.content else None
 
@@ -57,7 +58,7 @@ def _call(fn: Any, *args: Any, **kw: Any) -> Any:
     try:
         return _check(fn(*args, **kw))
     except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot reach the gateway: {exc}")
+        err.print(f"[bold red]error:[/] cannot reach the gateway: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -151,11 +152,13 @@ def upload(
             url, key, path, name=name, alias=alias, description=description, eval_report=report
         )
     except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot reach the gateway: {exc}")
+        err.print(f"[bold red]error:[/] cannot reach the gateway: {escape(str(exc))}")
         raise typer.Exit(1) from None
     if status >= 400:
         e = body.get("error", {})
-        err.print(f"[bold red]refused ({status}, {e.get('code')}):[/] {e.get('message')}")
+        err.print(
+            f"[bold red]refused ({status}, {e.get('code')}):[/] {escape(str(e.get('message')))}"
+        )
         raise typer.Exit(1)
     verb = "registered" if status == 201 else "already registered as"
     console.print(f"{verb} [bold]{body['id']}[/] digest {body['digest'][:12]} rank {body['rank']}")
