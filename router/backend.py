@@ -17,7 +17,6 @@ Errors a caller can act on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -192,9 +191,6 @@ class VLLMBackend:
             return False
         return True
 
-    async def get_raw(self, path: str) -> bytes:
-        return await self._get(path)
-
     # --- plumbing ---------------------------------------------------------------------
     async def _send(
         self,
@@ -254,13 +250,3 @@ class VLLMBackend:
         if status >= 400:
             raise EngineHTTPError(status, data)
         return data
-
-
-@contextlib.asynccontextmanager
-async def counted(backend: VLLMBackend) -> AsyncIterator[VLLMBackend]:
-    """Count a request as outstanding on a backend for as long as it runs."""
-    backend.outstanding += 1
-    try:
-        yield backend
-    finally:
-        backend.outstanding -= 1

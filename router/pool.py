@@ -38,7 +38,6 @@ class BackendState:
     failures: int = 0
     holds: set[str] = field(default_factory=set)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    last_check: float = 0.0
     # Requests in flight per adapter, so an unload can wait for them to finish.
     active: dict[str, int] = field(default_factory=dict)
     idle: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -109,7 +108,6 @@ class BackendPool:
 
     async def check(self, st: BackendState) -> None:
         ok = await st.backend.health()
-        st.last_check = time.monotonic()
         if ok:
             st.failures = 0
             if not st.healthy:
@@ -155,9 +153,6 @@ class BackendPool:
     @property
     def ready(self) -> bool:
         return any(st.healthy for st in self.states.values())
-
-    def holders(self, engine_name: str) -> list[str]:
-        return [n for n, st in self.states.items() if engine_name in st.holds]
 
     # --- selection and placement ----------------------------------------------------------
     def choose(

@@ -151,6 +151,3 @@ class RouteTable(BaseModel):
             for ref in r.references()
             if "@" in ref and ref.rsplit("@", 1)[1].isdigit()
         }
-
-    def referenced_names(self) -> set[str]:
-        return {ref.split("@", 1)[0] for r in self.routes.values() for ref in r.references()}

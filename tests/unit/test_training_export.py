@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from tests.support import MODULES
 from training.best import BestKeeper
 from training.errors import TrainingError
 from training.export import export_adapter, model_card, validate_export
@@ -21,15 +22,6 @@ BASE_CONFIG = {
     "num_key_value_heads": 2,
     "num_hidden_layers": 2,
     "vocab_size": 400,
-}
-MODULES = {
-    "q_proj": ("self_attn", 64, 64),
-    "k_proj": ("self_attn", 64, 32),
-    "v_proj": ("self_attn", 64, 32),
-    "o_proj": ("self_attn", 64, 64),
-    "gate_proj": ("mlp", 64, 128),
-    "up_proj": ("mlp", 64, 128),
-    "down_proj": ("mlp", 128, 64),
 }
 
 
