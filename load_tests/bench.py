@@ -169,6 +169,22 @@ def evaluate_goals(
                     q is not None and q <= 1.02,
                 )
             )
+    if "concurrency" in reports:
+        r = _load(reports["concurrency"])
+        d, g = _fig(r, "direct", "rps"), _fig(r, "gateway", "rps")
+        q = _ratio(d, g)
+        errors = (_fig(r, "direct", "errors") or 0) + (_fig(r, "gateway", "errors") or 0)
+        goals.append(
+            _goal(
+                "concurrency",
+                "gateway/direct throughput at 32 concurrent clients",
+                q,
+                "×",
+                "≥ 0.9",
+                q is not None and q >= 0.9,
+                f"{g or 0:.2f} vs {d or 0:.2f} req/s, {errors:.0f} errors",
+            )
+        )
     if "mixed-vs-single" in reports:
         r = _load(reports["mixed-vs-single"])
         for leaf, label in (("output_tokens_per_s", "output tokens/s"), ("rps", "requests/s")):

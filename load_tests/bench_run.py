@@ -6,7 +6,8 @@
 2. the fake stack (fast fake engine + gateway): ``overhead-fake`` (sequential added
    latency) and ``concurrency-fake`` (throughput at 32 concurrent clients);
 3. the real stack (vLLM on the CPU + gateway): ``overhead`` (streamed, against vLLM
-   directly), ``mixed-vs-single``, ``cold-vs-warm``, ``many-adapters``, ``soak``;
+   directly), ``concurrency`` (throughput at 32 concurrent clients), ``mixed-vs-single``,
+   ``cold-vs-warm``, ``many-adapters``, ``soak``;
 4. the goals computed from the reports, ``bench.json``, and the tables in BENCHMARKS.md.
 
 Each stack is stopped before the next starts, so at most one vLLM server runs. A
@@ -35,7 +36,14 @@ from load_tests.stack import AdapterFiles, Stack, StackSpec, bench_stack
 Say = Callable[[str], None]
 BENCH_SCHEMA_VERSION = 1
 FAKE_SCENARIOS = ("overhead-fake", "concurrency-fake")
-VLLM_SCENARIOS = ("overhead", "mixed-vs-single", "cold-vs-warm", "many-adapters", "soak")
+VLLM_SCENARIOS = (
+    "overhead",
+    "concurrency",
+    "mixed-vs-single",
+    "cold-vs-warm",
+    "many-adapters",
+    "soak",
+)
 MANY_VERSIONS = 50
 
 # Every scenario's run-time settings besides its YAML. The direct arm of `overhead`
@@ -47,6 +55,7 @@ QUICK_OVERRIDES: dict[str, list[str]] = {
     "overhead-fake": ["load.duration_s=12", "load.warmup_requests=100"],
     "concurrency-fake": ["rounds=2", "load.duration_s=5"],
     "overhead": ["load.duration_s=40", "load.max_requests=160", "load.warmup_s=3"],
+    "concurrency": ["rounds=2", "load.duration_s=12", "load.warmup_s=2"],
     "mixed-vs-single": ["rounds=2", "load.duration_s=12", "load.warmup_s=2"],
     "cold-vs-warm": ["load.max_requests=30", "load.warmup_requests=4"],
     "many-adapters": ["rounds=1", "load.duration_s=25", "load.warmup_s=2"],

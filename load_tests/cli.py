@@ -175,7 +175,7 @@ def bench_cmd(
     """Start the demo stack, run the standard scenarios, stop it, and update BENCHMARKS.md.
 
     First the fast fake engine behind the gateway (overhead-fake, concurrency-fake), then
-    vLLM on the CPU behind the gateway (overhead, mixed-vs-single, cold-vs-warm,
+    vLLM on the CPU behind the gateway (overhead, concurrency, mixed-vs-single, cold-vs-warm,
     many-adapters, soak). Everything started is stopped at the end, on errors and on
     Ctrl-C or SIGTERM too.
     """

@@ -20,7 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-STANDARD_SCENARIOS = ("overhead", "mixed-vs-single", "cold-vs-warm", "many-adapters", "soak")
+STANDARD_SCENARIOS = (
+    "overhead",
+    "concurrency",
+    "mixed-vs-single", "cold-vs-warm", "many-adapters", "soak")
 
 # Request types whose prompts come from the demo datasets (training.synthetic tasks).
 REQUEST_TYPES = ("shipment-classification", "invoice-parsing", "route-optimization")

@@ -240,6 +240,9 @@ def test_goals_from_reports() -> None:
                 },
             }
         ),
+        "concurrency": _fake_report(
+            {"direct": {"rps": 10.0, "errors": 0}, "gateway": {"rps": 9.5, "errors": 1}}
+        ),
         "mixed-vs-single": _fake_report(
             {
                 "single": {"output_tokens_per_s": 100.0, "rps": 4.0},
@@ -262,6 +265,9 @@ def test_goals_from_reports() -> None:
     assert added.value == pytest.approx(0.5) and added.met is True
     assert goals[("overhead", "streaming TTFT p50 gateway/direct")].met is False  # 1.04
     assert goals[("overhead", "streaming ITL p50 gateway/direct")].met is True  # 1.01
+    through = goals[("concurrency", "gateway/direct throughput at 32 concurrent clients")]
+    assert through.value == pytest.approx(0.95) and through.met is True
+    assert through.detail == "9.50 vs 10.00 req/s, 1 errors"
     assert goals[("mixed-vs-single", "mixed/single output tokens/s")].met is False
     assert goals[("cold-vs-warm", "cold − warm TTFT p50")].value == pytest.approx(40.0)
     assert goals[("cold-vs-warm", "cold − warm TTFT p99")].met is False
