@@ -74,9 +74,13 @@ def start_gateway(
     return proc, log
 
 
-def ask_each_route(url: str, console: Console) -> None:
+def ask_each_route(url: str, console: Console) -> list[str]:
+    """Ask each request type once and the base model once (streamed); return the failures."""
+    from rich.markup import escape
+
     from training.synthetic import generate
 
+    failures: list[str] = []
     headers = {"Authorization": f"Bearer {DEMO_INFERENCE_KEY}"}
     with httpx.Client(base_url=url, headers=headers, timeout=120) as c:
         for task in DEMO_ADAPTERS:
@@ -84,7 +88,8 @@ def ask_each_route(url: str, console: Console) -> None:
             user = next(m for m in example["messages"] if m["role"] == "user")
             r = c.post("/v1/chat/completions", json={"model": task, "messages": [user]})
             if r.status_code != 200:
-                console.print(f"[red]{task}: {r.status_code} {r.text}[/]")
+                failures.append(f"{task}: HTTP {r.status_code} {r.text[:300]}")
+                console.print(f"[red]{escape(failures[-1])}[/]")
                 continue
             answer = r.json()["choices"][0]["message"]["content"]
             console.print(
@@ -105,7 +110,12 @@ def ask_each_route(url: str, console: Console) -> None:
             },
         )
         chunks = [line for line in r.text.splitlines() if line.startswith("data: {")]
-        console.print(f"streamed {len(chunks)} chunks from the base model")
+        if r.status_code != 200 or not chunks:
+            failures.append(f"base (streamed): HTTP {r.status_code} {r.text[:300]}")
+            console.print(f"[red]{escape(failures[-1])}[/]")
+        else:
+            console.print(f"streamed {len(chunks)} chunks from the base model")
+    return failures
 
 
 def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> None:
@@ -155,7 +165,12 @@ def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> No
             if status >= 400:
                 raise RuntimeError(f"uploading {name} was refused: {body}")
             console.print(f"{task} → {body['id']} ({'new' if status == 201 else 'known'})")
-        ask_each_route(url, console)
+        failures = ask_each_route(url, console)
+        if failures:
+            raise RuntimeError(
+                f"{len(failures)} demo request(s) failed: {'; '.join(failures)} "
+                f"(gateway log {glog}, engine log {STATE / 'engine.log'})"
+            )
         if once:
             return
         console.print(

@@ -6,7 +6,9 @@
         build_info.json                                                  (written last)
 
 The build generates the synthetic logistics corpus, trains the byte-level BPE on it,
-pre-trains a 4-layer Llama for a fixed number of steps on 2 threads (about two minutes)
+pre-trains a 4-layer Llama for a fixed number of steps on 2 threads (about two and a half
+minutes on 2 idle cores), lifts the embeddings that pre-training left small (so LoRA
+adapters can learn to write those tokens; see ``demo_pretrain.lift_small_embeddings``)
 and saves it in Hugging Face format, which transformers and vLLM both load. The hash
 covers this builder's sources, the configs, the seed and the library versions, so any
 change rebuilds; an unchanged call returns at once. A build is written to a temporary
@@ -211,9 +213,13 @@ def _build_into(out: Path, *, seed: int, digest: str, progress: bool) -> None:
         docs = pretraining_corpus(cfg.corpus_docs, seed=seed)
         chats = [render_chat(m) for m in chat_corpus(cfg.chat_docs, seed=seed)]
         bar.stage("training the byte-level BPE tokenizer")
-        # The task interface's words go to the tokenizer only, never to the weights.
+        # The task interface (system prompts, instructions, answer schemas with their keys
+        # and label names) is read like any other text: a label the adapters must write is
+        # then a token whose (tied) embedding was trained, as in a real base model. It pairs
+        # no document with a label, so no answer is learnt here.
         glossary = tokenizer_glossary() * max(1, cfg.corpus_docs // 200)
-        tok = train_tokenizer(docs + chats + glossary, vocab_size=MODEL_CONFIG["vocab_size"])
+        docs += glossary
+        tok = train_tokenizer(docs + chats, vocab_size=MODEL_CONFIG["vocab_size"])
         save_tokenizer(tok, out, model_max_length=MODEL_CONFIG["max_position_embeddings"])
         bar.stage("tokenizing and packing the corpus")
         ids = special_ids(tok)

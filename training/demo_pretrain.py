@@ -44,6 +44,26 @@ def pack(streams: list[list[int]], *, seq_len: int, seed: int) -> torch.Tensor:
     return torch.tensor(flat[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
+def lift_small_embeddings(model: LlamaForCausalLM) -> int:
+    """Scale every embedding row whose norm is below the median up to the median norm.
+
+    A short pre-training leaves the tokens it rarely had to predict (answer labels and
+    keys among them) with small embeddings. The output layer is tied to the embeddings and
+    a LoRA adapter cannot change either, so a small row caps that token's logit: measured on
+    the demo model, a rank-16 LoRA could not overfit one batch of 16 shipment answers (loss
+    stuck near 0.3 nats per token) until the rows were lifted (then 0.03, as with full
+    fine-tuning). Directions are kept; held-out corpus loss rose by about 4%. Returns how
+    many rows were lifted.
+    """
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        norms = weight.norm(dim=-1, keepdim=True)
+        median = norms.median()
+        small = norms < median
+        weight.mul_(torch.where(small, median / norms.clamp_min(1e-12), torch.ones_like(norms)))
+    return int(small.sum())
+
+
 def _lr_at(step: int, *, steps: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up, then cosine decay from ``peak`` to ``floor``."""
     if step < warmup:
@@ -110,6 +130,7 @@ def pretrain(
                 elapsed = time.perf_counter() - start
                 on_step(step + 1, value, (step + 1) * batch.numel() / max(elapsed, 1e-9))
         model.eval()  # type: ignore[no-untyped-call]
+        lift_small_embeddings(model)
         return PretrainResult(
             model=model,
             steps=steps,

@@ -83,6 +83,7 @@ def load_model(cfg: TrainConfig, model_path: Path | str) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.adapter == "qlora":
+        keep_4bit_weights_trainable(model)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing
         )
@@ -98,6 +99,24 @@ def load_model(cfg: TrainConfig, model_path: Path | str) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def keep_4bit_weights_trainable(model: Any) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference mid-training.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit`` converts its weight to a
+    packed inference layout the first time it runs in eval mode without gradients (our
+    validation during training does exactly that). From then on its forward goes through
+    ``gemv_4bit``, which has no autograd kernel: the backward pass silently stops at every
+    4-bit layer and only the last layers' LoRA weights keep learning. Switching the
+    conversion off keeps every layer on the differentiable path. Returns the layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def count_parameters(model: Any) -> dict[str, int]:

@@ -192,10 +192,12 @@ def render_answer(task: str, answer: dict[str, Any]) -> str:
 def tokenizer_glossary() -> list[str]:
     """The words of the task interface: system prompts, instructions, answer keys and enums.
 
-    The demo tokenizer trains on these beside the corpus, so that a label such as
-    ``perishable`` or a key such as ``unit_price`` is one or two tokens, as it would be in
-    Llama 3's large vocabulary. They hold no answer: nothing pairs a document with a label.
-    The model's weights never see them in pre-training.
+    The demo tokenizer and the pre-training read these beside the corpus, so that a label
+    such as ``perishable`` or a key such as ``unit_price`` is one or two tokens with a
+    trained embedding, as it would be in Llama 3. They hold no answer: nothing pairs a
+    document with a label. (Kept out of pre-training, the label tokens kept their random
+    initial embeddings, which the tied output layer could not learn to emit: the adapters
+    then wrote the same label for every input.)
     """
     out: list[str] = []
     for task in TASKS:

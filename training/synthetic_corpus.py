@@ -1,10 +1,19 @@
 """Unlabelled logistics text for pre-training the demo base model (and its tokenizer).
 
 The corpus teaches the world (cities, carriers, goods, invoices, lanes, JSON syntax, the
-chat format) but never the tasks: no answer objects, no category or ETA labels, no chosen
-lanes. ``FORBIDDEN_IN_CORPUS`` lists the strings that would betray an answer; the unit tests
-check that no document holds one. Documents come from both generator windows, as a real
-base model would have read about every city; the task labels never appear. Stdlib only.
+chat format) but never the tasks: no answer objects, no document beside its label, no
+chosen lanes. ``FORBIDDEN_IN_CORPUS`` lists the label and answer-key strings; the unit tests
+check that no document about a shipment, invoice or lane holds one. Documents come from
+both generator windows, as a real base model would have read about every city.
+
+The labels and answer keys are ordinary words, though, and a real base model has read
+them many times. So one kind of document, the *interface records*, uses them apart from
+any task input: warehouse zones by handling class, weekly shares of delivery promises,
+counts of lane decisions, a data dictionary of field names. They name no goods, city,
+carrier, lane or amount, and no record holds two answer fields of one task. Without them
+the label tokens keep small, barely trained embeddings, and since the output layer is tied
+to the embeddings, no LoRA adapter can make the model write them with confidence (a LoRA
+could not even overfit one batch). Stdlib only.
 """
 
 from __future__ import annotations
@@ -14,6 +23,9 @@ import random
 from collections.abc import Callable
 
 from training.synthetic_tasks import (
+    CATEGORY_PRECEDENCE,
+    ETA_BUCKETS,
+    ROUTE_REASONS,
     _great_circle_km,
     _pairs,
     make_invoice,
@@ -161,6 +173,71 @@ def _stock_json(rng: random.Random) -> str:
     return json.dumps(row, separators=(",", ":")).replace(f'"{value}"', value)
 
 
+# Every key of the three answer schemas (line items' keys included); a unit test checks
+# this against training.synthetic.ANSWER_SCHEMAS.
+INTERFACE_FIELDS: tuple[str, ...] = (
+    "category",
+    "eta_bucket",
+    "invoice_number",
+    "vendor",
+    "date",
+    "currency",
+    "total",
+    "line_items",
+    "description",
+    "quantity",
+    "unit_price",
+    "amount",
+    "lane_id",
+    "reason",
+)
+_FIELD_TYPES = ("string", "integer", "number", "array", "object")
+
+
+def interface_record(rng: random.Random) -> str:
+    """One record that uses the task interface's words apart from any task input."""
+    pick = rng.randrange(4)
+    if pick == 0:
+        row: dict[str, object] = {
+            "zone": f"{rng.choice('ABCDEFGH')}{rng.randint(1, 9)}",
+            "handling": rng.choice(CATEGORY_PRECEDENCE),
+            "slots": rng.randint(10, 400),
+        }
+    elif pick == 1:
+        row = {
+            "week": rng.randint(1, 52),
+            "promise": rng.choice(ETA_BUCKETS),
+            "share": round(rng.random(), 2),
+        }
+    elif pick == 2:
+        row = {
+            "audit": f"Q{rng.randint(1, 4)}",
+            "decision": rng.choice(ROUTE_REASONS),
+            "count": rng.randint(1, 900),
+        }
+    else:
+        row = {
+            "field": rng.choice(INTERFACE_FIELDS),
+            "type": rng.choice(_FIELD_TYPES),
+            "required": rng.random() < 0.5,
+        }
+    rows = [row] if rng.random() < 0.5 else [row, *(_same_kind(rng, row) for _ in range(2))]
+    return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
+
+
+def _same_kind(rng: random.Random, row: dict[str, object]) -> dict[str, object]:
+    out = dict(row)
+    if "handling" in row:
+        out["handling"] = rng.choice(CATEGORY_PRECEDENCE)
+    elif "promise" in row:
+        out["promise"] = rng.choice(ETA_BUCKETS)
+    elif "decision" in row:
+        out["decision"] = rng.choice(ROUTE_REASONS)
+    else:
+        out["field"] = rng.choice(INTERFACE_FIELDS)
+    return out
+
+
 def _document(rng: random.Random, kind: int) -> str:
     if kind == 0:
         return make_shipment(rng, _window(rng))[0]
@@ -170,11 +247,13 @@ def _document(rng: random.Random, kind: int) -> str:
         return make_route(rng, _window(rng))[0]
     if kind == 3:
         return _paragraph(rng)
-    return rng.choice((_tracking_json, _rate_card_json, _stock_json))(rng)
+    if kind == 4:
+        return rng.choice((_tracking_json, _rate_card_json, _stock_json))(rng)
+    return interface_record(rng)
 
 
-# Shares of shipment text, invoices, lane lists, prose and JSON records.
-_KIND_WEIGHTS = (30, 20, 15, 20, 15)
+# Shares of shipment text, invoices, lane lists, prose, JSON records, interface records.
+_KIND_WEIGHTS = (28, 19, 14, 19, 12, 8)
 
 
 def pretraining_corpus(n_docs: int, *, seed: int) -> list[str]:

@@ -222,3 +222,39 @@ def test_importing_the_builder_loads_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_small_embeddings_are_lifted_to_the_median_norm_keeping_direction() -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.demo_pretrain import lift_small_embeddings
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        weight.mul_(torch.linspace(0.1, 2.0, 64).unsqueeze(1))  # norms spread widely
+    before = weight.detach().clone()
+    median = before.norm(dim=-1).median()
+
+    lifted = lift_small_embeddings(model)
+
+    after = model.get_input_embeddings().weight.detach()
+    norms = after.norm(dim=-1)
+    assert lifted == int((before.norm(dim=-1) < median).sum()) > 20
+    assert torch.all(norms >= median * (1 - 1e-5))
+    big = before.norm(dim=-1) >= median
+    assert torch.equal(after[big], before[big])  # rows at or above the median are untouched
+    cos = torch.nn.functional.cosine_similarity(after, before, dim=-1)
+    assert torch.allclose(cos, torch.ones(64), atol=1e-5)  # directions kept
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()

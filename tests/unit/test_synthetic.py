@@ -23,6 +23,7 @@ from training.synthetic import (
     pretraining_corpus,
     render_answer,
 )
+from training.synthetic_corpus import INTERFACE_FIELDS
 from training.synthetic_tasks import eta_bucket, sample_route
 from training.synthetic_vocab import CARRIERS, CITIES, GOODS, VENDORS
 
@@ -287,11 +288,26 @@ def _json_objects(text: str) -> list[Any]:
     return out
 
 
+def _is_interface_record(text: str) -> bool:
+    rows = [json.loads(line) for line in text.splitlines()]
+    return all(isinstance(r, dict) and set(r) in _INTERFACE_SHAPES for r in rows)
+
+
+_INTERFACE_SHAPES = [
+    {"zone", "handling", "slots"},
+    {"week", "promise", "share"},
+    {"audit", "decision", "count"},
+    {"field", "type", "required"},
+]
+
+
 def test_corpus_holds_no_task_answer() -> None:
     docs = pretraining_corpus(2000, seed=0)
     chats = chat_corpus(500, seed=0)
-    texts = docs + [m["content"] for conv in chats for m in conv]
     answer_keys = {k for s in ANSWER_SCHEMAS.values() for k in s["properties"]}
+    records = [d for d in docs if d.startswith("{") and _is_interface_record(d)]
+    assert 100 < len(records) < 300  # about 8% of the documents
+    texts = [d for d in docs if d not in records] + [m["content"] for c in chats for m in c]
     for text in texts:
         low = text.lower()
         hits = [w for w in FORBIDDEN_IN_CORPUS if w in low]
@@ -303,6 +319,30 @@ def test_corpus_holds_no_task_answer() -> None:
                     assert not answer_keys & set(row), row
     for p in SYSTEM_PROMPTS.values():
         assert p not in "\n".join(texts)
+
+
+def test_interface_records_use_labels_apart_from_any_task_input() -> None:
+    docs = pretraining_corpus(2000, seed=0)
+    records = [d for d in docs if d.startswith("{") and _is_interface_record(d)]
+    world = [c.name for w in CITIES.values() for c in w] + [
+        c.code for w in CARRIERS.values() for c in w
+    ]
+    world += [g.removeprefix("a ").removeprefix("an ") for gs in GOODS.values() for g in gs]
+    seen_labels: set[str] = set()
+    for text in records:
+        assert not [w for w in world if w in text], text
+        for row in map(json.loads, text.splitlines()):
+            # The label is a value; the only answer key that appears is a field's name.
+            assert not set(row) & {k for s in ANSWER_SCHEMAS.values() for k in s["properties"]}
+            seen_labels |= {v for v in row.values() if isinstance(v, str)}
+    labels = set(synthetic.ETA_BUCKETS) | set(synthetic.ROUTE_REASONS)
+    labels |= set(synthetic.CATEGORY_PRECEDENCE)
+    assert labels <= seen_labels
+    keys = {k for s in ANSWER_SCHEMAS.values() for k in s["properties"]}
+    keys |= set(
+        ANSWER_SCHEMAS["invoice-parsing"]["properties"]["line_items"]["items"]["properties"]
+    )
+    assert keys == set(INTERFACE_FIELDS) and keys <= seen_labels
 
 
 def test_forbidden_list_covers_every_label_and_key() -> None:

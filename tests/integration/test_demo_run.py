@@ -1,0 +1,93 @@
+"""`lora-gateway demo run --once` (what `make demo` runs) as a real process.
+
+The adapters are pre-placed in a private cache where the demo looks for its trained ones
+(training them takes minutes and has tests of its own), so this runs the rest for real:
+the cached demo model, vLLM on the CPU, the gateway in demo mode, the uploads with the
+alias `prod`, one answer per request type from its adapter, a streamed answer from the
+base model, and a clean stop that leaves no vLLM or gateway process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_engine_cli import processes_mentioning
+from tests.support import free_port
+from training.demo_adapters import DEMO_TASKS, _content_hash
+
+pytestmark = pytest.mark.integration
+
+
+def _identity_adapter(model_dir: Path, out: Path) -> None:
+    """A rank-16 LoRA on every projection whose B is zero: it answers like the base model,
+    so the routes' JSON schemas bound the answers whatever the weights are."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from load_tests.bench_adapters import TARGET_MODULES
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=32, target_modules=list(TARGET_MODULES))
+    )
+    peft.save_pretrained(str(out), safe_serialization=True)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "base"
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    (out / "README.md").unlink(missing_ok=True)
+
+
+def test_demo_run_once_serves_each_request_type_then_stops_everything(
+    demo_model: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / demo_model.name).symlink_to(demo_model)
+    for task in DEMO_TASKS:
+        done = cache / "adapters" / f"{task}-{_content_hash(task, demo_model)}" / "adapter"
+        done.mkdir(parents=True)
+        _identity_adapter(demo_model, done)
+    port, engine_port = free_port(), free_port()
+    env = {**os.environ, "LORA_GATEWAY_CACHE": str(cache), "COLUMNS": "200"}
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "demo",
+            "run",
+            "--once",
+            "--port",
+            str(port),
+            "--engine-port",
+            str(engine_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert f"model: {cache / 'models' / demo_model.name}" in out
+    for task, name in (
+        ("shipment-classification", "shipment-classifier"),
+        ("invoice-parsing", "invoice-parser"),
+        ("route-optimization", "route-optimizer"),
+    ):
+        assert f"{task} → {name}@1 (new)" in out, out[-3000:]
+        assert f"{task} → {name}@1" in out  # the panel title: the version that answered
+    assert "streamed" in out and "chunks from the base model" in out
+    assert not processes_mentioning(f"--port {engine_port}")
+    assert (tmp_path / ".state" / "engine.log").is_file()
