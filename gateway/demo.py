@@ -119,10 +119,9 @@ def ask_each_route(url: str, console: Console) -> list[str]:
 
 
 def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> None:
+    from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
     from training.demo_adapters import ensure_demo_adapters
     from training.demo_model import build_demo_model
-
-    from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
 
     STATE.mkdir(exist_ok=True)
     console.rule("1/5 demo base model")
