@@ -107,9 +107,10 @@ def keep_4bit_weights_trainable(model: Any) -> int:
     On a CPU with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit`` converts its weight to a
     packed inference layout the first time it runs in eval mode without gradients (our
     validation during training does exactly that). From then on its forward goes through
-    ``gemv_4bit``, which has no autograd kernel: the backward pass silently stops at every
-    4-bit layer and only the last layers' LoRA weights keep learning. Switching the
-    conversion off keeps every layer on the differentiable path. Returns the layers changed.
+    ``gemv_4bit``, which has no autograd kernel: PyTorch warns, and no gradient reaches the
+    layer's input any more (``tests/unit/test_training_4bit.py`` shows it), so earlier
+    layers learn only through the residual stream. Switching the conversion off keeps every
+    layer on bitsandbytes' differentiable path. Returns the layers changed.
     """
     changed = 0
     for module in model.modules():
