@@ -138,6 +138,22 @@ def _goal(
     return Goal(scenario, name, value, unit, bar, None if value is None else ok, detail)
 
 
+def throughput_goal(scenario: str, report: Mapping[str, Any], *, rate_format: str = ".2f") -> Goal:
+    """Gateway/direct requests per second of a closed-loop run with 32 clients (goal ≥ 0.9)."""
+    d, g = _fig(report, "direct", "rps"), _fig(report, "gateway", "rps")
+    q = _ratio(d, g)
+    errors = (_fig(report, "direct", "errors") or 0) + (_fig(report, "gateway", "errors") or 0)
+    return _goal(
+        scenario,
+        "gateway/direct throughput at 32 concurrent clients",
+        q,
+        "×",
+        "≥ 0.9",
+        q is not None and q >= 0.9,
+        f"{g or 0:{rate_format}} vs {d or 0:{rate_format}} req/s, {errors:.0f} errors",
+    )
+
+
 def evaluate_goals(
     reports: Mapping[str, ReportPaths | str | Path | Mapping[str, Any]],
 ) -> list[Goal]:
@@ -170,21 +186,7 @@ def evaluate_goals(
                 )
             )
     if "concurrency" in reports:
-        r = _load(reports["concurrency"])
-        d, g = _fig(r, "direct", "rps"), _fig(r, "gateway", "rps")
-        q = _ratio(d, g)
-        errors = (_fig(r, "direct", "errors") or 0) + (_fig(r, "gateway", "errors") or 0)
-        goals.append(
-            _goal(
-                "concurrency",
-                "gateway/direct throughput at 32 concurrent clients",
-                q,
-                "×",
-                "≥ 0.9",
-                q is not None and q >= 0.9,
-                f"{g or 0:.2f} vs {d or 0:.2f} req/s, {errors:.0f} errors",
-            )
-        )
+        goals.append(throughput_goal("concurrency", _load(reports["concurrency"])))
     if "mixed-vs-single" in reports:
         r = _load(reports["mixed-vs-single"])
         for leaf, label in (("output_tokens_per_s", "output tokens/s"), ("rps", "requests/s")):

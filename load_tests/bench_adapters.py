@@ -25,6 +25,7 @@ from load_tests.stack import DEMO_ADAPTER_NAMES, AdapterFiles, StackError
 
 AdapterSource = Literal["auto", "trained", "random"]
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RANDOM_B_STD = 0.5  # large enough that outputs differ from the base model's
 RANDOM_RANK = 16
 _STAMP = "source.json"
 
@@ -58,14 +59,26 @@ def demo_adapters(
     }
 
 
-def _stamp(model_dir: Path, seed: int, rank: int) -> dict[str, Any]:
+def _stamp(model_dir: Path, seed: int, rank: int, b_std: float) -> dict[str, Any]:
     config = (model_dir / "config.json").read_text()
-    return {"model_dir": str(model_dir.resolve()), "config": config, "seed": seed, "rank": rank}
+    return {
+        "model_dir": str(model_dir.resolve()),
+        "config": config,
+        "seed": seed,
+        "rank": rank,
+        "b_std": b_std,
+    }
 
 
-def random_adapter(model_dir: Path, out: Path, *, seed: int, rank: int = RANDOM_RANK) -> Path:
-    """A PEFT LoRA adapter for ``model_dir`` with random non-zero weights (reused if made)."""
-    stamp = _stamp(model_dir, seed, rank)
+def random_adapter(
+    model_dir: Path, out: Path, *, seed: int, rank: int = RANDOM_RANK, b_std: float = RANDOM_B_STD
+) -> Path:
+    """A PEFT LoRA adapter for ``model_dir`` with random weights (reused if made).
+
+    ``b_std`` is the spread of the B matrices: the default makes outputs differ from the
+    base model's; 0 gives an adapter of the same shape that answers exactly like the base.
+    """
+    stamp = _stamp(model_dir, seed, rank, b_std)
     # Beside the adapter, not in it: the registry refuses files it does not know.
     marker = out.parent / f"{out.name}.{_STAMP}"
     if marker.is_file() and json.loads(marker.read_text()) == stamp and out.is_dir():
@@ -80,10 +93,10 @@ def random_adapter(model_dir: Path, out: Path, *, seed: int, rank: int = RANDOM_
         r=rank, lora_alpha=2 * rank, init_lora_weights=False, target_modules=list(TARGET_MODULES)
     )
     peft_model = get_peft_model(model, config)
-    with torch.no_grad():  # large enough that outputs differ from the base model's
+    with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0.0, 0.5)
+                param.normal_(0.0, b_std)
     if out.exists():
         shutil.rmtree(out)
     peft_model.save_pretrained(str(out), safe_serialization=True)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from load_tests.bench import Goal, evaluate_goals, run_standard
+from load_tests.bench import Goal, evaluate_goals, run_standard, throughput_goal
 from load_tests.hostload import group_cpu_s
 from load_tests.report import ReportPaths
 from load_tests.stack import AdapterFiles, Stack, StackSpec, bench_stack
@@ -134,20 +134,7 @@ def fake_goals(reports: Mapping[str, Mapping[str, Any]]) -> list[Goal]:
             )
     if "concurrency-fake" in reports:
         r = reports["concurrency-fake"]
-        d, g = fig(r, "direct", "rps"), fig(r, "gateway", "rps")
-        q = None if d is None or g is None or d == 0 else g / d
-        errors = (fig(r, "direct", "errors") or 0) + (fig(r, "gateway", "errors") or 0)
-        goals.append(
-            Goal(
-                "concurrency-fake",
-                "gateway/direct throughput at 32 concurrent clients",
-                q,
-                "×",
-                "≥ 0.9",
-                None if q is None else q >= 0.9,
-                f"{g or 0:.0f} vs {d or 0:.0f} req/s, {errors:.0f} errors",
-            )
-        )
+        goals.append(throughput_goal("concurrency-fake", r, rate_format=".0f"))
         per_request = (r.get("bench_cpu") or {}).get("gateway_ms_per_request")
         if per_request is not None:
             upstream = r["bench_cpu"].get("upstream_ms_per_request")

@@ -9,7 +9,6 @@ base model, and a clean stop that leaves no vLLM or gateway process behind.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,32 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from load_tests.bench_adapters import random_adapter
 from tests.integration.test_engine_cli import processes_mentioning
 from tests.support import free_port
 from training.demo_adapters import DEMO_TASKS, _content_hash
 
 pytestmark = pytest.mark.integration
-
-
-def _identity_adapter(model_dir: Path, out: Path) -> None:
-    """A rank-16 LoRA on every projection whose B is zero: it answers like the base model,
-    so the routes' JSON schemas bound the answers whatever the weights are."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from load_tests.bench_adapters import TARGET_MODULES
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=32, target_modules=list(TARGET_MODULES))
-    )
-    peft.save_pretrained(str(out), safe_serialization=True)
-    cfg = json.loads((out / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = "base"
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    (out / "README.md").unlink(missing_ok=True)
 
 
 def test_demo_run_once_serves_each_request_type_then_stops_everything(
@@ -53,8 +32,8 @@ def test_demo_run_once_serves_each_request_type_then_stops_everything(
     (cache / "models" / demo_model.name).symlink_to(demo_model)
     for task in DEMO_TASKS:
         done = cache / "adapters" / f"{task}-{_content_hash(task, demo_model)}" / "adapter"
-        done.mkdir(parents=True)
-        _identity_adapter(demo_model, done)
+        # B = 0: an adapter of the demo's shape that answers exactly like the base model.
+        random_adapter(demo_model, done, seed=0, b_std=0.0)
     # Identity adapters answer like the base model, which under the schema grammar may
     # pad with whitespace until max_tokens; the trained ones do not. This test is about
     # the demo's orchestration, so the routes pass such answers on instead of a 502
