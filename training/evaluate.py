@@ -1,7 +1,8 @@
 """``lora-gateway eval``: the base model against the adapter, on the same held-out set.
 
 Both answer every test prompt by greedy generation with transformers, with the base
-weights in bf16 as the engine serves them. Answers are scored with the task metric
+weights in bf16 as the engine serves them (computed in bf16 where the CPU has bf16
+instructions, else in fp32: see :mod:`training.hardware`). Answers are scored with the task metric
 (:mod:`training.metrics`); the result is ``eval.json`` (small enough to attach to the
 adapter on upload), ``eval.md`` (a Markdown table) and ``predictions.jsonl`` (every
 answer with its scores). With a judge configured, an OpenAI-compatible model also
@@ -102,7 +103,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_for_eval(base_dir: Path | str, *, dtype: str = "bfloat16") -> tuple[Any, Any]:
+def load_for_eval(base_dir: Path | str, *, dtype: str = "auto") -> tuple[Any, Any]:
+    """Model and tokenizer on the CPU; dtype ``auto`` is bfloat16 where native, else float32."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -112,6 +114,10 @@ def load_for_eval(base_dir: Path | str, *, dtype: str = "bfloat16") -> tuple[Any
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    if dtype == "auto":
+        from training.hardware import eval_dtype
+
+        dtype = eval_dtype("cpu")
     tokenizer = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(
         base_dir, dtype=getattr(torch, dtype), device_map="cpu"
@@ -141,7 +147,7 @@ def evaluate(
     batch_size: int = 16,
     limit: int | None = None,
     judge: JudgeConfig | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     console: Console | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -153,6 +159,10 @@ def evaluate(
     task = infer_task(examples, task)
     refs = references(examples, task)
     started = time.monotonic()
+    if dtype == "auto":
+        from training.hardware import eval_dtype
+
+        dtype = eval_dtype("cpu")
     model, tokenizer = load_for_eval(base_dir, dtype=dtype)
     with make_progress(console, disable=not show_progress) as progress:
         base_answers = generate_answers(

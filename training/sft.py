@@ -35,7 +35,7 @@ def resolve_base_model(cfg: TrainConfig, *, progress: bool = True) -> Path | str
 
 
 def use_cuda(cfg: TrainConfig) -> bool:
-    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return cfg.compute_device == "cuda"
 
 
 def setup_threads(cfg: TrainConfig) -> None:

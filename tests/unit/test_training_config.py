@@ -52,8 +52,38 @@ def test_minimal_config_has_qlora_defaults() -> None:
         "up_proj",
         "down_proj",
     ]
-    assert cfg.use_bf16 is True
+    assert cfg.bf16 == "auto"
     assert cfg.report_to == ["none"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    import training.hardware
+
+    asked: list[str] = []
+
+    def probe(device: str = "cpu") -> bool:
+        asked.append(device)
+        return native
+
+    monkeypatch.setattr(training.hardware, "native_bf16", probe)
+    assert parse_config(base(device="cpu"), cuda_available=False).use_bf16 is native
+    assert asked == ["cpu"]
+    # Written out, the choice is the user's; full fine-tuning stays fp32 under auto.
+    assert parse_config(base(device="cpu", bf16=True), cuda_available=False).use_bf16
+    assert not parse_config(base(device="cpu", bf16=False), cuda_available=False).use_bf16
+    full = parse_config(base(adapter=None, load_in_4bit=False), cuda_available=False)
+    assert full.use_bf16 is False and asked == ["cpu"]
+
+
+def test_native_bf16_probe_matches_torch() -> None:
+    import torch
+
+    from training.hardware import eval_dtype, native_bf16
+
+    cpu = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16("cpu") is bool(cpu)
+    assert eval_dtype("cpu") == ("bfloat16" if cpu else "float32")
 
 
 def test_axolotl_names_and_aliases_load() -> None:

@@ -1,0 +1,27 @@
+"""Does this machine compute in bfloat16 natively? (decides ``bf16: auto``).
+
+bfloat16 halves memory, but only hardware with bf16 instructions makes it fast: CUDA GPUs
+of compute capability 8.0 and newer, and CPUs with AVX512-BF16 or AMX. Elsewhere PyTorch
+emulates it; measured on a 2-core AVX2 machine (AMD EPYC, no AVX-512), one QLoRA training
+step of the demo model on 16x200 tokens took 19.1 s with bf16 compute and 1.0 s in fp32.
+torch is imported only when asked.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+
+@cache
+def native_bf16(device: str = "cpu") -> bool:
+    """True when ``device`` ("cpu" or "cuda") has bfloat16 arithmetic in hardware."""
+    import torch
+
+    if device == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def eval_dtype(device: str = "cpu") -> str:
+    """The dtype to run a model in for evaluation: bfloat16 where native, else float32."""
+    return "bfloat16" if native_bf16(device) else "float32"
