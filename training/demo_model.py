@@ -6,8 +6,8 @@
         build_info.json                                                  (written last)
 
 The build generates the synthetic logistics corpus, trains the byte-level BPE on it,
-pre-trains a 4-layer Llama for a fixed number of steps on 2 threads (about two and a half
-minutes on 2 idle cores), lifts the embeddings that pre-training left small (so LoRA
+pre-trains a 4-layer Llama for a fixed number of steps on 2 threads (about four and a half
+minutes on 2 idle AVX2 cores), lifts the embeddings that pre-training left small (so LoRA
 adapters can learn to write those tokens; see ``demo_pretrain.lift_small_embeddings``)
 and saves it in Hugging Face format, which transformers and vLLM both load. The hash
 covers this builder's sources, the configs, the seed and the library versions, so any
@@ -73,7 +73,7 @@ class PretrainConfig:
     chat_docs: int = 4000
     seq_len: int = 512
     batch_size: int = 4
-    steps: int = 280
+    steps: int = 400
     lr: float = 2e-3
     warmup: int = 20
     weight_decay: float = 0.1

@@ -23,7 +23,13 @@ from training.synthetic import (
     pretraining_corpus,
     render_answer,
 )
-from training.synthetic_corpus import INTERFACE_FIELDS
+from training.synthetic_corpus import (
+    _GOODS_NATURE,
+    INTERFACE_FIELDS,
+    _reference,
+    _scan_log,
+    haul,
+)
 from training.synthetic_tasks import eta_bucket, sample_route
 from training.synthetic_vocab import CARRIERS, CITIES, GOODS, VENDORS
 
@@ -392,3 +398,47 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_haul_classes_share_the_eta_thresholds() -> None:
+    assert [haul(km) for km in (20, 299, 300, 999, 1000, 3400)] == [
+        "short",
+        "short",
+        "medium",
+        "medium",
+        "long",
+        "long",
+    ]
+    # The haul class alone never decides the ETA bucket: the service level still matters.
+    for km in (150, 600, 2000):
+        assert len({eta_bucket(s, km) for s in ("express", "standard", "economy")}) >= 2
+
+
+def test_goods_knowledge_covers_every_category_without_its_label() -> None:
+    assert set(_GOODS_NATURE) == set(GOODS)
+    for cat, phrases in _GOODS_NATURE.items():
+        assert phrases and all("{item}" in p for p in phrases)
+        assert not [w for w in FORBIDDEN_IN_CORPUS for p in phrases if w in p.lower()], cat
+
+
+def test_scan_logs_repeat_their_ids_in_order() -> None:
+    rng = random.Random(4)
+    for _ in range(50):
+        first, second = _scan_log(rng).split("\n")
+        ids1 = first.split(": ", 1)[1]
+        ids2 = second.split(": ", 1)[1]
+        assert ids1 == ids2 and len(ids1.split(", ")) >= 4
+        assert first.split(":")[0] != second.split(":")[0]
+
+
+def test_reference_notes_copy_from_their_own_document() -> None:
+    rng = random.Random(5)
+    for _ in range(60):
+        doc = _reference(rng)
+        body, note = doc.rsplit("\n", 1)
+        copied = re.findall(r"Booked (\S+):", note)
+        copied += re.findall(r"Paid \S+ \S+ to (.+) for invoice (.+) of \d{4}-", note)[0] if (
+            note.startswith("Paid")
+        ) else []
+        copied += re.findall(r"Delivered (\S+) from", note)
+        assert copied and all(c in body for c in copied), doc
