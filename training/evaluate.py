@@ -159,11 +159,8 @@ def evaluate(
     task = infer_task(examples, task)
     refs = references(examples, task)
     started = time.monotonic()
-    if dtype == "auto":
-        from training.hardware import eval_dtype
-
-        dtype = eval_dtype("cpu")
     model, tokenizer = load_for_eval(base_dir, dtype=dtype)
+    dtype = str(model.dtype).removeprefix("torch.")  # what "auto" resolved to
     with make_progress(console, disable=not show_progress) as progress:
         base_answers = generate_answers(
             model,
