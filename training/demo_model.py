@@ -73,11 +73,7 @@ class PretrainConfig:
     chat_docs: int = 4000
     seq_len: int = 512
     batch_size: int = 4
-    # Pre-training starts with short_steps steps on short_len-token windows of the corpus
-    # (as many tokens a step), then runs steps steps on seq_len blocks.
-    short_steps: int = 160
-    short_len: int = 64
-    steps: int = 300
+    steps: int = 400
     lr: float = 2e-3
     warmup: int = 20
     weight_decay: float = 0.1
@@ -200,7 +196,7 @@ def _build_into(out: Path, *, seed: int, digest: str, progress: bool) -> None:
 
     started = time.perf_counter()
     cfg = PRETRAIN
-    with BuildProgress(enabled=progress, steps=cfg.short_steps + cfg.steps) as bar:
+    with BuildProgress(enabled=progress, steps=cfg.steps) as bar:
         bar.stage("generating the synthetic logistics corpus")
         from training.synthetic import chat_corpus, pretraining_corpus, tokenizer_glossary
         from training.tokenizer_build import (
@@ -251,8 +247,6 @@ def _build_into(out: Path, *, seed: int, digest: str, progress: bool) -> None:
             warmup=cfg.warmup,
             weight_decay=cfg.weight_decay,
             threads=cfg.threads,
-            short_steps=cfg.short_steps,
-            short_len=cfg.short_len,
             on_step=bar.step,
         )
         bar.stage("saving the model (bf16 safetensors)")

@@ -66,16 +66,6 @@ def lift_small_embeddings(model: LlamaForCausalLM) -> int:
     return int(small.sum())
 
 
-def short_windows(
-    blocks: torch.Tensor, generator: torch.Generator, *, rows: int, length: int
-) -> torch.Tensor:
-    """``[rows, length]`` windows cut at random (seeded) rows and offsets of ``blocks``."""
-    picks = torch.randint(0, blocks.shape[0], (rows,), generator=generator)
-    starts = torch.randint(0, blocks.shape[1] - length + 1, (rows,), generator=generator)
-    pairs = zip(picks.tolist(), starts.tolist(), strict=True)
-    return torch.stack([blocks[r, o : o + length] for r, o in pairs])
-
-
 def _lr_at(step: int, *, steps: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up, then cosine decay from ``peak`` to ``floor``."""
     if step < warmup:
@@ -95,18 +85,12 @@ def pretrain(
     warmup: int,
     weight_decay: float,
     threads: int,
-    short_steps: int = 0,
-    short_len: int = 64,
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> PretrainResult:
-    """Train a fresh LlamaForCausalLM: ``short_steps`` on short windows, ``steps`` on ``blocks``.
-
-    The short-sequence warm-up trains on ``short_len``-token windows of the same corpus,
-    as many tokens a step as a full step. Short sequences are cheaper (attention) and give
-    more, smaller examples per step, which is what an untrained model learns fastest from.
+    """Train a fresh LlamaForCausalLM on ``blocks`` for exactly ``steps`` steps.
 
     A fixed step count (not a time budget) and a seeded batch order make the run
-    reproducible. ``on_step(step, loss, tokens_per_s)`` reports progress over both phases.
+    reproducible. ``on_step(step, loss, tokens_per_s)`` reports progress.
     """
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -125,48 +109,34 @@ def pretrain(
             betas=(0.9, 0.95),
         )
         gen = torch.Generator().manual_seed(seed)
-        first = final = float("nan")
-        start = time.perf_counter()
-        tokens = 0
-
-        def update(batch: torch.Tensor, step_lr: float) -> float:
-            nonlocal tokens
-            for group in opt.param_groups:
-                group["lr"] = step_lr
-            loss = model(input_ids=batch, labels=batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            tokens += batch.numel()
-            return float(loss.detach())
-
-        short_rows = batch_size * blocks.shape[1] // short_len
-        for step in range(short_steps):
-            batch = short_windows(blocks, gen, rows=short_rows, length=short_len)
-            value = update(batch, lr * min(1.0, (step + 1) / warmup))
-            first = value if step == 0 else first
-            if on_step is not None:
-                on_step(step + 1, value, tokens / max(time.perf_counter() - start, 1e-9))
         order = torch.randperm(blocks.shape[0], generator=gen)
         cursor = 0
+        first = final = float("nan")
+        start = time.perf_counter()
         for step in range(steps):
             if cursor + batch_size > order.numel():
                 order, cursor = torch.randperm(blocks.shape[0], generator=gen), 0
             batch = blocks[order[cursor : cursor + batch_size]]
             cursor += batch_size
-            value = update(batch, _lr_at(step, steps=steps, warmup=warmup, peak=lr, floor=lr / 10))
-            first = value if step + short_steps == 0 else first
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, steps=steps, warmup=warmup, peak=lr, floor=lr / 10)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            first = value if step == 0 else first
             final = value
             if on_step is not None:
                 elapsed = time.perf_counter() - start
-                on_step(short_steps + step + 1, value, tokens / max(elapsed, 1e-9))
+                on_step(step + 1, value, (step + 1) * batch.numel() / max(elapsed, 1e-9))
         model.eval()  # type: ignore[no-untyped-call]
         lift_small_embeddings(model)
         return PretrainResult(
             model=model,
             steps=steps,
-            tokens_seen=tokens,
+            tokens_seen=steps * batch_size * blocks.shape[1],
             first_loss=first,
             final_loss=final,
             seconds=time.perf_counter() - start,
