@@ -34,6 +34,7 @@ from training.synthetic_corpus import _scan_log
 def probe(model: torch.nn.Module, encode, n: int = 40) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     rng = random.Random(99)
     first = second = 0.0
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         for _ in range(n):
@@ -45,7 +46,7 @@ def probe(model: torch.nn.Module, encode, n: int = 40) -> tuple[float, float]:  
             first += nll[: n1 - 1].mean().item()
             # Skip the second line's header ("Scan log <place> <dock>: ").
             second += nll[n1 + 4 :].mean().item()
-    model.train()
+    model.train(was_training)
     return first / n, second / n
 
 
@@ -101,7 +102,10 @@ def pretrain_run(args: argparse.Namespace) -> None:
     model = LlamaForCausalLM(LlamaConfig(**config))  # type: ignore[no-untyped-call]
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": PRETRAIN.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=PRETRAIN.lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(0)
     start = time.time()
@@ -132,7 +136,9 @@ def pretrain_run(args: argparse.Namespace) -> None:
         kind, n = args.warmup[0], int(args.warmup[1])
         for step in range(n):
             batch = warmup_batch(kind, gen, blocks, tok.get_vocab_size())
-            loss = train_step(batch, PRETRAIN.lr * min(1.0, (step + 1) / 20))
+            # The build's warm-up, then the peak rate (floor = peak: no decay).
+            lr = _lr_at(step, steps=n, warmup=PRETRAIN.warmup, peak=PRETRAIN.lr, floor=PRETRAIN.lr)
+            loss = train_step(batch, lr)
             if (step + 1) % 50 == 0:
                 report(f"warm-up {kind} step {step + 1}", loss)
     order, cursor = torch.randperm(blocks.shape[0], generator=gen), 0
@@ -141,7 +147,9 @@ def pretrain_run(args: argparse.Namespace) -> None:
             order, cursor = torch.randperm(blocks.shape[0], generator=gen), 0
         batch = blocks[order[cursor : cursor + batch_size]]
         cursor += batch_size
-        lr = _lr_at(step, steps=steps, warmup=20, peak=PRETRAIN.lr, floor=PRETRAIN.lr / 10)
+        lr = _lr_at(
+            step, steps=steps, warmup=PRETRAIN.warmup, peak=PRETRAIN.lr, floor=PRETRAIN.lr / 10
+        )
         loss = train_step(batch, lr)
         if (step + 1) % max(1, steps // 8) == 0:
             report(f"step {step + 1}", loss)
