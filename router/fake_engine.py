@@ -71,6 +71,7 @@ class FakeEngineState:
     extra_models: set[str] = field(default_factory=set)  # served besides base and adapters
     accept_any_model: bool = False  # answer any `model` (a stand-in for any upstream)
     answer_text: str | None = None  # fixed answer (in 4-character tokens) when no schema
+    scripted: list[str] | None = None  # tests: choice i answers scripted[i % len], schema or not
     version_header: bool = False  # answer X-Adapter-Version: <model>@1, as the gateway does
     models_endpoint: bool = False  # GET /v1/models/{id}: vLLM has none, the gateway has
     # Counters (also exported in /metrics as fake_requests_total and friends).
@@ -174,9 +175,12 @@ def _schema_of(body: dict[str, Any]) -> Any:
 
 
 def _answer(
-    st: FakeEngineState, body: dict[str, Any], model: str, prompt: str
+    st: FakeEngineState, body: dict[str, Any], model: str, prompt: str, choice: int = 0
 ) -> tuple[list[str], str]:
     """The answer's tokens and finish reason: a schema instance, the fixed text, or words."""
+    if st.scripted:
+        text, n = st.scripted[choice % len(st.scripted)], ANSWER_TOKEN_CHARS
+        return [text[i : i + n] for i in range(0, len(text), n)], "stop"
     max_tokens = int(body.get("max_tokens") or 16)
     schema = _schema_of(body)
     if schema is not None:
@@ -256,7 +260,7 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
             "owned_by": "vllm",
             "root": root,
             "parent": parent,
-            "max_model_len": 512,
+            "max_model_len": 2048,
         }
 
     async def models(request: Request) -> Response:
@@ -336,16 +340,17 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
             prompt = "\n".join(str(m.get("content", "")) for m in msgs)
         else:
             prompt = str(body.get("prompt", ""))
-        pieces, finish = _answer(st, body, model, prompt)
+        answers = [_answer(st, body, model, prompt, i) for i in range(int(body.get("n") or 1))]
+        generated = sum(len(p) for p, _ in answers)
         prompt_tokens = max(1, len(prompt.split()))
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
+            "completion_tokens": generated,
+            "total_tokens": prompt_tokens + generated,
         }
         count(model, 200)
         st.served += 1
-        st.completion_tokens += len(pieces)
+        st.completion_tokens += generated
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + hashlib.md5(
             prompt.encode()
         ).hexdigest()[:16]
@@ -359,17 +364,15 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
                     await asyncio.sleep(st.faults.first_byte_delay)
             finally:
                 st.in_flight -= 1
-            text = "".join(pieces)
-            if kind == "chat":
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-                obj = "chat.completion"
-            else:
-                choice = {"index": 0, "text": text, "finish_reason": finish}
-                obj = "text_completion"
+            choices: list[dict[str, Any]] = []
+            for idx, (pieces, finish) in enumerate(answers):
+                text = "".join(pieces)
+                if kind == "chat":
+                    msg = {"role": "assistant", "content": text}
+                    choices.append({"index": idx, "message": msg, "finish_reason": finish})
+                else:
+                    choices.append({"index": idx, "text": text, "finish_reason": finish})
+            obj = "chat.completion" if kind == "chat" else "text_completion"
             return Response(
                 orjson.dumps(
                     {
@@ -377,7 +380,7 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
                         "object": obj,
                         "created": created,
                         "model": model,
-                        "choices": [choice],
+                        "choices": choices,
                         "usage": usage,
                     }
                 ),
@@ -388,16 +391,24 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
         frame = {"id": rid, "object": obj, "created": created, "model": model}
 
-        def chunk(delta: str | None, fin: str | None) -> bytes:
+        def chunk(delta: str | None, fin: str | None, idx: int) -> bytes:
             if kind == "chat":
                 c: dict[str, Any] = {
-                    "index": 0,
+                    "index": idx,
                     "delta": {"content": delta} if delta is not None else {},
                     "finish_reason": fin,
                 }
             else:
-                c = {"index": 0, "text": delta or "", "finish_reason": fin}
+                c = {"index": idx, "text": delta or "", "finish_reason": fin}
             return _event({**frame, "choices": [c]})
+
+        # With n > 1 the choices' tokens interleave, one step at a time, as vLLM's do.
+        steps = [
+            (idx, pieces[j], finish if j == len(pieces) - 1 else None)
+            for j in range(max((len(p) for p, _ in answers), default=0))
+            for idx, (pieces, finish) in enumerate(answers)
+            if j < len(pieces)
+        ]
 
         born = st.unload_generation.get(model, 0)
 
@@ -410,12 +421,12 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
             try:
                 if st.faults.first_byte_delay:
                     await asyncio.sleep(st.faults.first_byte_delay)
-                if kind == "chat":
+                for idx in range(len(answers) if kind == "chat" else 0):
                     role = {"role": "assistant", "content": ""}
                     yield _event(
-                        {**frame, "choices": [{"index": 0, "delta": role, "finish_reason": None}]}
+                        {**frame, "choices": [{"index": idx, "delta": role, "finish_reason": None}]}
                     )
-                for i, piece in enumerate(pieces):
+                for i, (idx, piece, fin) in enumerate(steps):
                     if st.faults.drop_after_chunks is not None and i >= st.faults.drop_after_chunks:
                         return
                     if (
@@ -427,8 +438,7 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
                         await asyncio.sleep(st.faults.chunk_delay)
                     if st.unload_generation.get(model, 0) != born:
                         return  # the adapter was unloaded under this request
-                    last = i == len(pieces) - 1
-                    yield chunk(piece, finish if last else None)
+                    yield chunk(piece, fin, idx)
                 if include_usage:
                     yield _event({**frame, "choices": [], "usage": usage})
                 yield b"data: [DONE]\n\n"

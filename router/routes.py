@@ -15,7 +15,15 @@ from typing import Any, Literal
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from adapters.errors import InvalidRequestError
 
@@ -54,6 +62,13 @@ class Route(BaseModel):
         default="error",
         description="An answer failing the schema: 'error' answers 502, 'pass' returns it.",
     )
+    working_fields: list[str] = Field(
+        default_factory=list,
+        description="Top-level schema properties the model writes first as its working "
+        "(e.g. the facts a choice rests on). The answer is checked against the whole schema, "
+        "then these fields are removed before the caller sees it. Each must be a required "
+        "property of an object schema, and at least one other property must remain.",
+    )
 
     @field_validator("adapter")
     @classmethod
@@ -86,6 +101,31 @@ class Route(BaseModel):
                 Draft202012Validator.check_schema(v)
             except SchemaError as exc:
                 raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from exc
+        return v
+
+    @field_validator("working_fields")
+    @classmethod
+    def _working(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if not v:
+            return v
+        if "json_schema" not in info.data:
+            return v  # the schema itself was refused; that error is the one to report
+        schema = info.data["json_schema"]
+        if schema is None or schema.get("type") != "object":
+            raise ValueError("working fields need a schema whose top-level type is 'object'")
+        dupes = sorted({f for f in v if v.count(f) > 1})
+        if dupes:
+            raise ValueError(f"working fields are listed twice: {', '.join(dupes)}")
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = schema.get("required") or []
+        for f in v:
+            if f not in props:
+                raise ValueError(f"working field {f!r} is not a property of the schema")
+            if f not in required:
+                raise ValueError(f"working field {f!r} is not in the schema's 'required'")
+        if not set(props) - set(v):
+            raise ValueError("working fields leave no answer field: keep one property out")
         return v
 
     @model_validator(mode="after")

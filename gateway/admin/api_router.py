@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.admin.adapters_router import router as adapters_router
 from gateway.admin.serving import AdminService
@@ -26,6 +26,10 @@ class RouteInfo(BaseModel):
     defaults: dict[str, Any]
     json_schema: dict[str, Any] | None
     on_schema_invalid: str
+    working_fields: list[str] = Field(
+        description="Schema properties the model writes first as working; removed from "
+        "the answer before the caller sees it.",
+    )
 
 
 class RouteTableInfo(BaseModel):

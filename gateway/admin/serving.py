@@ -61,6 +61,7 @@ class AdminService:
                     "defaults": route.defaults,
                     "json_schema": route.json_schema,
                     "on_schema_invalid": route.on_schema_invalid,
+                    "working_fields": route.working_fields,
                 }
             )
         return out

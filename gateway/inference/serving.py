@@ -24,6 +24,13 @@ from adapters.errors import (
     NotFoundError,
     UpstreamError,
 )
+from gateway.inference.projection import (
+    choice_text,
+    project_choices,
+    schema_mismatch,
+    sse_events,
+    stream_check,
+)
 from gateway.inference.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
@@ -181,6 +188,11 @@ class InferenceService:
         except orjson.JSONDecodeError:
             return False
         return bool(self._validator(schema).is_valid(value))
+
+    def _record_schema(self, ctx: dict[str, Any], ok: bool) -> None:
+        ctx["schema_valid"] = ok
+        if not ok:
+            self.gw.metrics.schema_invalid.labels(ctx["route_label"]).inc()
 
     # --- the request path ------------------------------------------------------------------
     async def _create(
@@ -353,26 +365,17 @@ class InferenceService:
             raise UpstreamError("The engine answered with invalid JSON.") from exc
         self._account(ctx, key, obj.get("usage"))
         route = res.route
-        if route is not None and route.json_schema is not None:
-            for choice in obj.get("choices") or ():
-                text = (
-                    (choice.get("message") or {}).get("content")
-                    if "message" in choice
-                    else choice.get("text")
-                )
-                if not self._schema_ok(route.json_schema, text or ""):
-                    self.gw.metrics.schema_invalid.labels(ctx["route_label"]).inc()
-                    ctx["schema_valid"] = False
-                    if route.on_schema_invalid == "error":
-                        raise UpstreamError(
-                            f"The answer of request type '{res.route_name}' does not match its "
-                            "JSON schema.",
-                            code="schema_validation_failed",
-                        )
-                    break
-            else:
-                ctx["schema_valid"] = True
-        return Reply(data.replace(*rename, 1), headers)
+        if route is None or route.json_schema is None:
+            return Reply(data.replace(*rename, 1), headers)
+        choices = obj.get("choices") or []
+        valid = [self._schema_ok(route.json_schema, choice_text(c)) for c in choices]
+        self._record_schema(ctx, all(valid))
+        if not all(valid) and route.on_schema_invalid == "error":
+            raise schema_mismatch(res.route_name)
+        if not route.working_fields:
+            return Reply(data.replace(*rename, 1), headers)
+        project_choices(choices, valid, route.working_fields, request_id=ctx.get("request_id"))
+        return Reply(orjson.dumps(obj).replace(*rename, 1), headers)
 
     def _relay(
         self,
@@ -391,7 +394,12 @@ class InferenceService:
         schema = res.route.json_schema if res.route is not None else None
         t0 = upstream.started
         state: dict[str, Any] = {"first": None, "done": False, "usage": None}
-        texts: list[str] = []
+        watch = stream_check(
+            res.route,
+            lambda text: schema is not None and self._schema_ok(schema, text),
+            route_name=res.route_name,
+            request_id=ctx.get("request_id"),
+        )
 
         async def finish() -> None:
             await upstream.close()
@@ -401,11 +409,8 @@ class InferenceService:
             gw.inflight.leave(key.id)
             self._account(ctx, key, state["usage"])
             m.upstream_latency.labels(st.backend.name).observe(time.perf_counter() - t0)
-            if schema is not None and state["done"]:
-                ok = self._schema_ok(schema, "".join(texts))
-                ctx["schema_valid"] = ok
-                if not ok:
-                    m.schema_invalid.labels(ctx["route_label"]).inc()
+            if watch is not None and (ok := watch.verdict(state["done"])) is not None:
+                self._record_schema(ctx, ok)
 
         async def chunks() -> AsyncIterator[bytes]:
             itl = m.itl.labels(*lab)
@@ -423,10 +428,14 @@ class InferenceService:
                     data = line[5:].strip()
                     if data == b"[DONE]":
                         state["done"] = True
+                        if watch is not None and (held := watch.flush()):
+                            yield sse_events(held, rename)
                         pending = line
                         continue
                     if b'"usage"' in data and b'"choices":[]' in data:
                         state["usage"] = orjson.loads(data).get("usage")
+                        if watch is not None and (held := watch.flush()):
+                            yield sse_events(held, rename)
                         if not wants_usage:
                             continue
                     else:
@@ -439,8 +448,11 @@ class InferenceService:
                         else:
                             itl.observe(now - last)
                         last = now
-                        if schema is not None:
-                            texts.append(_delta_text(data))
+                        # With working fields, content is held back until it is whole.
+                        if watch is not None and (out := watch.feed(data)) is not None:
+                            if out:
+                                yield sse_events(out, rename)
+                            continue
                     pending = line.replace(*rename, 1)
                 if pending:
                     yield pending + b"\n"
@@ -452,6 +464,9 @@ class InferenceService:
                             code="upstream_eof",
                         )
                     )
+            except GatewayError as exc:  # a held-back answer failed its schema
+                ctx["error_type"] = exc.type
+                yield sse_error(exc)
             except EngineTimeout:
                 ctx["error_type"] = "timeout_error"
                 yield sse_error(
@@ -468,17 +483,3 @@ class InferenceService:
 
         headers = {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamReply(chunks(), headers, finish)
-
-
-def _delta_text(data: bytes) -> str:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return ""
-    out = []
-    for c in obj.get("choices") or ():
-        if "delta" in c:
-            out.append((c.get("delta") or {}).get("content") or "")
-        else:
-            out.append(c.get("text") or "")
-    return "".join(out)
