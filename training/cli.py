@@ -135,11 +135,19 @@ def train(
 
 @app.command("eval")
 def eval_command(
-    base: Annotated[str, typer.Option(help="Base model directory ('demo': the demo model).")],
-    adapter: Annotated[Path, typer.Option(help="Adapter directory (PEFT).")],
     dataset: Annotated[Path, typer.Option(help="Held-out JSONL (e.g. <run>/data/test.jsonl).")],
+    base: Annotated[
+        str | None,
+        typer.Option(help="Base model directory ('demo': the demo base, SmolLM2-135M)."),
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(help="Adapter directory (PEFT).")] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Where eval.json goes (default: the adapter dir).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where eval.json goes (default: the adapter dir; with --gateway: "
+            "runs/eval-<request-type>-<UTC time>/).",
+        ),
     ] = None,
     task: Annotated[str | None, typer.Option(help="Task metric (default: from records).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget.")] = 256,
@@ -154,8 +162,46 @@ def eval_command(
         str | None, typer.Option(envvar="LORA_GATEWAY_JUDGE_KEY", help="Judge API key.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            help="Score through the running gateway at this URL (its OpenAI API) instead of "
+            "--base/--adapter with transformers.",
+            rich_help_panel="Through a gateway",
+        ),
+    ] = None,
+    request_type: Annotated[
+        str | None,
+        typer.Option(help="Request type (route) to score.", rich_help_panel="Through a gateway"),
+    ] = None,
+    arms: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated arms: prompt-only (base + the route's prompt and schema), "
+            "adapter (the request type), or model references such as name@2.",
+            rich_help_panel="Through a gateway",
+        ),
+    ] = "prompt-only,adapter",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LORA_GATEWAY_KEY",
+            help="Inference API key (default: the admin key).",
+            rich_help_panel="Through a gateway",
+        ),
+    ] = None,
+    admin_key: AdminKey = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight.", rich_help_panel="Through a gateway")
+    ] = 8,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds per request.", rich_help_panel="Through a gateway"),
+    ] = 120.0,
 ) -> None:
-    """Score the base model and the adapter on the same held-out set with the task metric."""
+    """Score the base model and the adapter on the same held-out set with the task metric:
+    with transformers (--base, --adapter), or through a running gateway (--gateway,
+    --request-type), arm by arm, as services call it."""
     from training.judge import JudgeConfig
     from training.metrics import METRIC_TASKS
 
@@ -163,6 +209,32 @@ def eval_command(
         if task is not None and task not in METRIC_TASKS:
             raise ConfigError(
                 f"unknown task {task!r}; known: {', '.join(METRIC_TASKS)}", field="--task"
+            )
+        if gateway is not None:
+            if base or adapter or judge_url or judge_model or rubric:
+                raise ConfigError(
+                    "--gateway scores through a gateway; --base, --adapter and the judge "
+                    "options belong to the transformers mode",
+                    field="--gateway",
+                )
+            return _eval_served(
+                gateway,
+                request_type,
+                dataset,
+                out_dir=out_dir,
+                task=task,
+                limit=limit,
+                arms=arms,
+                api_key=api_key,
+                admin_key=admin_key,
+                concurrency=concurrency,
+                timeout=timeout,
+                quiet=quiet,
+            )
+        if base is None or adapter is None:
+            raise ConfigError(
+                "needs --base and --adapter (or --gateway URL --request-type NAME)",
+                field="--base/--adapter",
             )
         judge = None
         if judge_url or judge_model or rubric:
@@ -176,9 +248,9 @@ def eval_command(
         load_eval_set(dataset, limit=limit)  # refuse bad data before loading a model
         base_dir: Path | str = base
         if base == "demo":
-            from training.demo_model import build_demo_model
+            from training.base_model import ensure_base_model
 
-            base_dir = Path(build_demo_model(progress=not quiet))
+            base_dir = ensure_base_model(progress=not quiet)
         report = evaluate(
             base_dir,
             adapter,
@@ -198,6 +270,50 @@ def eval_command(
 
     out.print(markdown_table(report))
     console.print(f"wrote {(out_dir or adapter) / 'eval.json'}")
+
+
+def _eval_served(
+    gateway: str,
+    request_type: str | None,
+    dataset: Path,
+    *,
+    out_dir: Path | None,
+    task: str | None,
+    limit: int | None,
+    arms: str,
+    api_key: str | None,
+    admin_key: str | None,
+    concurrency: int,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """``eval --gateway``: see :mod:`training.serve_eval`. Raises TrainingError."""
+    if not request_type:
+        raise ConfigError("--gateway needs the request type to score", field="--request-type")
+    if not admin_key:
+        raise ConfigError(
+            "reading the route needs the admin key (or LORA_GATEWAY_ADMIN_KEY)", field="--admin-key"
+        )
+    from training.serve_eval import evaluate_served
+    from training.serve_report import markdown_table
+
+    report, where = evaluate_served(
+        gateway,
+        request_type,
+        dataset,
+        out_dir=out_dir,
+        limit=limit,
+        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        api_key=api_key or admin_key,
+        admin_key=admin_key,
+        task=task,
+        concurrency=concurrency,
+        request_timeout=timeout,
+        console=console,
+        show_progress=not quiet,
+    )
+    out.print(markdown_table(report), soft_wrap=True, markup=False, highlight=False)
+    console.print(f"wrote {where / 'eval.json'}")
 
 
 @data_app.command("generate")
