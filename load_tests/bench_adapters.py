@@ -2,8 +2,8 @@
 
 Latency does not depend on what an adapter learned, only on its shape (rank, target
 modules) and on whether the engine holds it. So the benchmark takes the trained demo
-adapters when ``training.demo_adapters`` is there (``source="auto"`` or ``"trained"``),
-and otherwise makes random PEFT LoRA adapters for the demo model, of the shape the
+adapters when ``demo.adapters`` is there (``source="auto"`` or ``"trained"``),
+and otherwise makes random PEFT LoRA adapters for the demo base model, of the shape the
 demo trains (rank 16 on all seven projections). The ``many-adapters`` versions are
 copies of one adapter with their ``lora_B`` weights scaled differently (by 1 + k/100), so
 each has its own digest and is a distinct version to the registry and the engine.
@@ -31,21 +31,22 @@ _STAMP = "source.json"
 
 
 def trained_available() -> bool:
-    return importlib.util.find_spec("training.demo_adapters") is not None
+    return importlib.util.find_spec("demo.adapters") is not None
 
 
 def demo_adapters(
-    model_dir: Path, work_dir: Path, *, source: AdapterSource = "auto", progress: bool = True
+    model_dir: Path, work_dir: Path, *, source: AdapterSource = "auto"
 ) -> dict[str, AdapterFiles]:
     """Request type -> adapter files for the three demo routes."""
     if source == "trained" or (source == "auto" and trained_available()):
         try:
-            module = importlib.import_module("training.demo_adapters")
+            module = importlib.import_module("demo.adapters")
         except ImportError as exc:
             raise StackError(f"trained demo adapters unavailable: {exc}") from None
-        made: Mapping[str, Mapping[str, Any]] = module.ensure_demo_adapters(
-            model_dir, progress=progress
-        )
+        try:
+            made: Mapping[str, Mapping[str, Any]] = module.ensure_demo_adapters(model_dir)
+        except module.DemoAdapterError as exc:
+            raise StackError(str(exc)) from None
         missing = sorted(set(DEMO_ADAPTER_NAMES) - set(made))
         if missing:
             raise StackError(f"ensure_demo_adapters gave no adapter for {', '.join(missing)}")

@@ -1,7 +1,7 @@
 """``make bench``: the standard scenarios against the demo stack, then BENCHMARKS.md.
 
-1. the demo base model (built once, cached) and the demo adapters (trained if
-   ``training.demo_adapters`` exists, else random adapters of the same shape), plus 50
+1. the demo base model (converted once, cached) and the demo adapters (trained if
+   ``demo.adapters`` exists, else random adapters of the same shape), plus 50
    distinct versions of one of them for ``many-adapters``;
 2. the fake stack (fast fake engine + gateway): ``overhead-fake`` (sequential added
    latency) and ``concurrency-fake`` (throughput at 32 concurrent clients);
@@ -31,7 +31,7 @@ from typing import Any
 from load_tests.bench import Goal, evaluate_goals, run_standard, throughput_goal
 from load_tests.hostload import group_cpu_s
 from load_tests.report import ReportPaths
-from load_tests.stack import AdapterFiles, Stack, StackSpec, bench_stack
+from load_tests.stack import AdapterFiles, Stack, StackError, StackSpec, bench_stack
 
 Say = Callable[[str], None]
 BENCH_SCHEMA_VERSION = 1
@@ -236,19 +236,21 @@ class BenchRun:
     # --- preparation ---------------------------------------------------------------------
     def prepare(self) -> tuple[Path, dict[str, AdapterFiles], list[Path]]:
         from load_tests.bench_adapters import adapter_versions, demo_adapters
-        from training.demo_model import build_demo_model
+        from training.base_model import BaseModelError, ensure_base_model
 
         if self.model_dir is not None:
             model_dir = self.model_dir
         else:
-            self.say("demo base model (built once, then cached)")
-            model_dir = Path(build_demo_model(progress=self.live))
+            self.say("demo base model (converted once, then cached)")
+            try:
+                model_dir = ensure_base_model(progress=self.live)
+            except BaseModelError as exc:
+                raise StackError(str(exc)) from None
         self.say(f"model: {model_dir}")
         adapters = demo_adapters(
             model_dir,
             self.out / "adapters",
             source=self.adapter_source,  # type: ignore[arg-type]
-            progress=self.live,
         )
         self.adapters_kind = ", ".join(sorted({a.kind for a in adapters.values()}))
         source = adapters["shipment-classification"].path

@@ -161,14 +161,14 @@ def bench_cmd(
     ] = False,
     adapters: Annotated[
         str,
-        typer.Option(help="auto (trained if training.demo_adapters exists), trained or random."),
+        typer.Option(help="auto (the committed demo adapters if present), trained or random."),
     ] = "auto",
     scenario: Annotated[
         list[str], typer.Option("--scenario", help="Run only these (repeatable).")
     ] = [],  # noqa: B006
     model: Annotated[
         Path | None,
-        typer.Option(help="Base model directory (default: the demo model, built if missing)."),
+        typer.Option(help="Base model directory (default: the demo base, converted if missing)."),
     ] = None,
     live: Annotated[bool, typer.Option(help="Show the live progress display.")] = True,
 ) -> None:

@@ -108,12 +108,27 @@ class RequestRecord:
 
 
 class SchemaChecker:
-    """Owns compiled JSON-schema validators, one per task."""
+    """Owns compiled JSON-schema validators, one per task.
 
-    def __init__(self, schemas: dict[str, dict[str, Any]]) -> None:
+    A task's working fields (written by the model before its answer, removed by the
+    gateway) are checked only when present: the direct arm gets them from the engine, the
+    gateway arm does not.
+    """
+
+    def __init__(
+        self,
+        schemas: dict[str, dict[str, Any]],
+        working: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         from jsonschema import Draft202012Validator
 
         self._validators = {t: Draft202012Validator(s) for t, s in schemas.items()}
+        self._answer_validators = {
+            t: Draft202012Validator(_without(s, fields))
+            for t, fields in (working or {}).items()
+            if fields and (s := schemas.get(t)) is not None
+        }
+        self._working = {t: set(f) for t, f in (working or {}).items() if f}
 
     def check(self, task: str, text: str) -> bool | None:
         validator = self._validators.get(task)
@@ -123,7 +138,19 @@ class SchemaChecker:
             answer = json.loads(text)
         except ValueError:
             return False
+        working = self._working.get(task)
+        if working and isinstance(answer, dict) and not working & set(answer):
+            return bool(self._answer_validators[task].is_valid(answer))
         return bool(validator.is_valid(answer))
+
+
+def _without(schema: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """An object schema less some of its top-level properties."""
+    return {
+        **schema,
+        "properties": {k: v for k, v in schema.get("properties", {}).items() if k not in fields},
+        "required": [k for k in schema.get("required", []) if k not in fields],
+    }
 
 
 def error_type_of(status: int, body: bytes) -> tuple[str, str]:

@@ -386,7 +386,7 @@ async def run_scenario(
                 _tasks(scenario), pool_size=scenario.prompts.pool_size, seed=scenario.prompts.seed
             )
         planner = Planner(scenario, prompts)
-        checker = SchemaChecker(prompts.schemas)
+        checker = SchemaChecker(prompts.schemas, prompts.working)
         for client in clients.values():
             client.schemas = checker
         versions = await server_versions(metric_clients)

@@ -3,7 +3,8 @@
 ``training.synthetic`` (a pure-Python module) generates the records:
 ``{"messages": [system, user, assistant], "task": ..., "answer": {...}}``. A load test
 sends the system and user messages and checks the answer against
-``training.synthetic.ANSWER_SCHEMAS[task]``.
+``training.synthetic.ANSWER_SCHEMAS[task]`` (less the task's ``WORKING_FIELDS`` when the
+gateway has removed them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class PromptSet:
 
     prompts: dict[str, list[Messages]]
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    working: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def pool(self, task: str) -> list[Messages]:
         pool = self.prompts.get(task)
@@ -65,9 +67,11 @@ def load_prompt_set(tasks: Iterable[str], *, pool_size: int, seed: int) -> Promp
         raise PromptError(f"cannot import training.synthetic: {exc}") from None
     prompts: dict[str, list[Messages]] = {}
     schemas: dict[str, dict[str, Any]] = {}
+    working: dict[str, tuple[str, ...]] = {}
     for task in sorted(set(tasks)):
         name = _dataset_name(synthetic, task)
         records = synthetic.generate(name, pool_size, seed=seed, split="test")
         prompts[task] = [prompt_messages(r) for r in records]
         schemas[task] = synthetic.ANSWER_SCHEMAS[name]
-    return PromptSet(prompts=prompts, schemas=schemas)
+        working[task] = tuple(getattr(synthetic, "WORKING_FIELDS", {}).get(name, ()))
+    return PromptSet(prompts=prompts, schemas=schemas, working=working)

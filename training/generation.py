@@ -1,8 +1,10 @@
 """Greedy generation with transformers, batched, for validation and evaluation.
 
 Prompts are left-padded so that every row's answer starts at the same position. The
-stop tokens are the tokenizer's end-of-sequence token plus ``<|eot_id|>`` when the
-vocabulary has it (Llama 3 chat turns end with it).
+stop tokens are the tokenizer's end-of-sequence token plus the end-of-turn tokens of the
+common chat formats that the vocabulary has: a Llama 3 tokenizer may name
+``<|end_of_text|>`` as its eos while its chat turns end with ``<|eot_id|>``; ChatML
+(SmolLM2, the demo base) ends them with ``<|im_end|>``.
 """
 
 from __future__ import annotations

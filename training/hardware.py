@@ -3,7 +3,7 @@
 bfloat16 halves memory, but only hardware with bf16 instructions makes it fast: CUDA GPUs
 of compute capability 8.0 and newer, and CPUs with AVX512-BF16 or AMX. Elsewhere PyTorch
 emulates it; measured on a 2-core AVX2 machine (AMD EPYC, no AVX-512), one QLoRA training
-step of the demo model on 16x200 tokens took 19.1 s with bf16 compute and 1.0 s in fp32.
+step of a 3.4 M-parameter Llama on 16x200 tokens took 19.1 s with bf16 compute and 1.0 s in fp32.
 torch is imported only when asked.
 """
 

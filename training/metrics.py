@@ -10,7 +10,8 @@ route-optimization         lane_accuracy       reason_accuracy, exact_match
 =========================  ==================  ==============================================
 
 Every task also reports ``json_valid`` (the answer parses as a JSON object) and
-``schema_valid`` (it matches ``training.synthetic.ANSWER_SCHEMAS[task]``). An answer that
+``schema_valid`` (its answer fields match ``training.synthetic.answer_schema(task)``; a
+task's working fields are removed before scoring, as the gateway removes them). An answer that
 does not parse scores zero on every field. Invoice fields are compared as a multiset of
 ``(field path, value)`` pairs, line items flattened to ``line_items.<field>``, so the
 order of line items does not matter; numbers compare at two decimals.
@@ -51,11 +52,15 @@ def parse_answer(text: str) -> dict[str, Any] | None:
 
 
 def _schemas() -> dict[str, Any]:
-    try:
-        from training.synthetic import ANSWER_SCHEMAS
-    except ImportError:
-        return {}
-    return dict(ANSWER_SCHEMAS)
+    from training.synthetic import TASKS, answer_schema
+
+    return {t: answer_schema(t) for t in TASKS}
+
+
+def _strip_working(task: str, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    from training.synthetic import strip_working
+
+    return None if obj is None else strip_working(task, obj)
 
 
 def schema_valid(obj: Any, schema: dict[str, Any] | None) -> bool:
@@ -109,7 +114,9 @@ def score_one(task: str | None, prediction: str, reference: Any) -> dict[str, An
     gold: dict[str, Any] = (
         reference if isinstance(reference, dict) else parse_answer(str(reference)) or {}
     )
-    pred = parse_answer(prediction)
+    # Scored on what a caller receives: the answer fields, without the working fields
+    # (whether the gateway already removed them or the model's raw text still has them).
+    pred = _strip_working(task, parse_answer(prediction))
     out: dict[str, Any] = {
         "json_valid": float(pred is not None),
         "schema_valid": float(schema_valid(pred, _schemas().get(task))),

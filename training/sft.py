@@ -25,11 +25,11 @@ from training.encoding import PadCollator
 
 
 def resolve_base_model(cfg: TrainConfig, *, progress: bool = True) -> Path | str:
-    """The base model directory ('demo' builds or reuses the demo model)."""
+    """The base model directory ('demo': SmolLM2-135M-Instruct, converted or reused)."""
     if cfg.base_model == "demo":
-        from training.demo_model import build_demo_model
+        from training.base_model import ensure_base_model
 
-        return Path(build_demo_model(progress=progress))
+        return ensure_base_model(progress=progress)
     path = Path(cfg.base_model).expanduser()
     return path if path.exists() else cfg.base_model
 

@@ -1,8 +1,6 @@
 """Seeded synthetic logistics datasets for the three demo request types, with ground truth.
 
     generate(task, n, seed=..., split=...)  ->  chat records
-    pretraining_corpus(n_docs, seed=...)    ->  plain logistics text (no task answers)
-    chat_corpus(n, seed=...)                ->  small talk about logistics (no task answers)
 
 A record is ``{"id", "task", "messages": [system, user, assistant], "prompt", "answer",
 "meta"}``: the assistant turn is the compact JSON answer, ``prompt`` is the user turn,
@@ -31,9 +29,9 @@ import random
 from collections.abc import Callable
 from typing import Any, Literal
 
-from training.synthetic_corpus import FORBIDDEN_IN_CORPUS, chat_corpus, pretraining_corpus
 from training.synthetic_tasks import (
     CATEGORY_PRECEDENCE,
+    DISTANCE_BANDS,
     ETA_BUCKETS,
     ROUTE_REASONS,
     Made,
@@ -43,27 +41,28 @@ from training.synthetic_tasks import (
     make_route,
     make_shipment,
     money,
+    route_working,
     shipment_category,
+    shipment_working,
 )
+from training.synthetic_vocab import SERVICE_LEVELS
 
 __all__ = [
     "ANSWER_SCHEMAS",
     "CATEGORY_PRECEDENCE",
     "ETA_BUCKETS",
-    "FORBIDDEN_IN_CORPUS",
     "ROUTE_REASONS",
     "SPLITS",
     "SYSTEM_PROMPTS",
     "TASKS",
-    "USER_INSTRUCTIONS",
-    "chat_corpus",
+    "WORKING_FIELDS",
+    "answer_schema",
     "choose_lane",
     "eta_bucket",
     "generate",
-    "pretraining_corpus",
     "render_answer",
     "shipment_category",
-    "tokenizer_glossary",
+    "strip_working",
 ]
 
 Split = Literal["train", "val", "test"]
@@ -72,40 +71,62 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 SYSTEM_PROMPTS: dict[str, str] = {
     "shipment-classification": (
-        "You are a logistics assistant. Classify the shipment. category: the first of "
-        "hazardous, perishable, fragile, oversized, general, documents that fits any of the "
-        "goods. eta_bucket by service and distance: express is same_day under 300 km, "
+        "Classify the shipment as JSON. category: the first of hazardous, perishable, "
+        "fragile, oversized, general, documents that fits any of the goods. eta_bucket from "
+        "the service level and the road distance: express is same_day under 300 km, "
         "1-2_days under 1000 km, else 3-5_days; standard is one bucket slower; economy is "
-        "3-5_days under 1000 km, else 6+_days. Reply with JSON only."
+        "3-5_days under 1000 km, else 6+_days."
     ),
     "invoice-parsing": (
-        "You are a logistics assistant. Extract the invoice as JSON: invoice_number, vendor, "
-        "date (YYYY-MM-DD), currency, total (amount due), line_items (description, quantity, "
-        "unit_price, amount)."
+        "Extract the invoice as JSON: invoice_number, vendor, date (YYYY-MM-DD), currency, "
+        "total (amount due), line_items (description, quantity, unit_price, amount)."
     ),
     "route-optimization": (
-        "You are a logistics assistant. Choose the lane: the cheapest lane whose transit "
-        "time is within the deadline; if no lane is on time, the fastest lane. Reply with "
-        'JSON only: {"lane_id": ..., "reason": "cheapest_on_time" | "only_on_time" | '
-        '"fastest_none_on_time"}'
+        "Choose the lane as JSON: the cheapest lane whose transit time is within the "
+        "deadline (reason cheapest_on_time, or only_on_time if it is the only one); if no "
+        "lane is on time, the fastest lane (fastest_none_on_time)."
     ),
 }
 
-USER_INSTRUCTIONS: dict[str, str] = {
-    "shipment-classification": "Classify this shipment.",
-    "invoice-parsing": "Parse this invoice.",
-    "route-optimization": "Choose a lane for this shipment.",
+# Working fields: what the model writes before the answer, one short step at a time (a
+# 135 M model does not compare a distance with two thresholds and look the result up in
+# a table within one token). The route declares them; the gateway checks them with the
+# schema and returns only the answer fields to the caller.
+WORKING_FIELDS: dict[str, tuple[str, ...]] = {
+    "shipment-classification": ("goods", "distance_km", "distance_band", "service_level"),
+    "invoice-parsing": (),
+    "route-optimization": ("deadline_days", "lanes"),
 }
 
 _MONEY = {"type": "number", "minimum": 0}
+_DAYS = {"type": "integer", "minimum": 0}
+# The schemas the engine enforces, working fields included, properties in writing order.
 ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
     "shipment-classification": {
         "type": "object",
         "properties": {
+            "goods": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "item": {"type": "string", "minLength": 1},
+                        "category": {"type": "string", "enum": list(CATEGORY_PRECEDENCE)},
+                    },
+                    "required": ["item", "category"],
+                    "additionalProperties": False,
+                },
+            },
             "category": {"type": "string", "enum": list(CATEGORY_PRECEDENCE)},
+            "distance_km": {"type": "integer", "minimum": 0},
+            "distance_band": {"type": "string", "enum": list(DISTANCE_BANDS)},
+            "service_level": {"type": "string", "enum": list(SERVICE_LEVELS)},
             "eta_bucket": {"type": "string", "enum": list(ETA_BUCKETS)},
         },
-        "required": ["category", "eta_bucket"],
+        "required": [
+            "goods", "category", "distance_km", "distance_band", "service_level", "eta_bucket"
+        ],
         "additionalProperties": False,
     },
     "invoice-parsing": {
@@ -138,12 +159,51 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
     "route-optimization": {
         "type": "object",
         "properties": {
+            "deadline_days": _DAYS,
+            "lanes": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "lane_id": {"type": "string", "minLength": 1},
+                        "transit_days": _DAYS,
+                        "on_time": {"type": "boolean"},
+                        "cost": {"type": "integer", "minimum": 0},
+                    },
+                    "required": ["lane_id", "transit_days", "on_time", "cost"],
+                    "additionalProperties": False,
+                },
+            },
             "lane_id": {"type": "string", "minLength": 1},
             "reason": {"type": "string", "enum": list(ROUTE_REASONS)},
         },
-        "required": ["lane_id", "reason"],
+        "required": ["deadline_days", "lanes", "lane_id", "reason"],
         "additionalProperties": False,
     },
+}
+
+
+def answer_schema(task: str) -> dict[str, Any]:
+    """The schema of what a caller receives: the engine's schema less the working fields."""
+    full = ANSWER_SCHEMAS[canonical_task(task)]
+    working = set(WORKING_FIELDS[canonical_task(task)])
+    return {
+        **full,
+        "properties": {k: v for k, v in full["properties"].items() if k not in working},
+        "required": [k for k in full["required"] if k not in working],
+    }
+
+
+def strip_working(task: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """An answer without the task's working fields (what the gateway returns)."""
+    working = WORKING_FIELDS.get(task, ())
+    return {k: v for k, v in obj.items() if k not in working}
+
+
+_WORKING: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+    "shipment-classification": shipment_working,
+    "route-optimization": route_working,
 }
 
 _MAKERS: dict[str, Callable[[random.Random, str], Made]] = {
@@ -162,7 +222,7 @@ def canonical_task(task: str) -> str:
 
 
 def render_answer(task: str, answer: dict[str, Any]) -> str:
-    """The compact JSON the assistant turn holds.
+    """The compact JSON the assistant turn holds (working fields first, where a task has them).
 
     Money is written with two decimals, as the invoice prints it (``1234.50``, which JSON
     parses to 1234.5), so that the model copies it rather than reformatting it.
@@ -189,23 +249,6 @@ def render_answer(task: str, answer: dict[str, Any]) -> str:
     )
 
 
-def tokenizer_glossary() -> list[str]:
-    """The words of the task interface: system prompts, instructions, answer keys and enums.
-
-    The demo tokenizer and the pre-training read these beside the corpus, so that a label
-    such as ``perishable`` or a key such as ``unit_price`` is one or two tokens with a
-    trained embedding, as it would be in Llama 3. They hold no answer: nothing pairs a
-    document with a label. (Kept out of pre-training, the label tokens kept their random
-    initial embeddings, which the tied output layer could not learn to emit: the adapters
-    then wrote the same label for every input.)
-    """
-    out: list[str] = []
-    for task in TASKS:
-        out += [SYSTEM_PROMPTS[task], USER_INSTRUCTIONS[task]]
-        out.append(json.dumps(ANSWER_SCHEMAS[task], separators=(",", ":")))
-    return out
-
-
 def generate(task: str, n: int, *, seed: int, split: Split) -> list[dict[str, Any]]:
     """``n`` distinct chat records of ``task`` from the ``split``'s generator window."""
     task = canonical_task(task)
@@ -222,10 +265,13 @@ def generate(task: str, n: int, *, seed: int, split: Split) -> list[dict[str, An
     seen: set[str] = set()
     while len(records) < n:
         doc, answer, meta = make(rng, window)
-        prompt = f"{USER_INSTRUCTIONS[task]}\n\n{doc}"
+        # A service sends the document itself, not an instruction around it: the route's
+        # system prompt says what to do with it.
+        prompt = doc
         if prompt in seen:  # duplicates would only inflate a split
             continue
         seen.add(prompt)
+        written = _WORKING[task](answer, meta) if task in _WORKING else answer
         records.append(
             {
                 "id": f"{task}/{split}/{seed}/{len(records)}",
@@ -233,7 +279,7 @@ def generate(task: str, n: int, *, seed: int, split: Split) -> list[dict[str, An
                 "messages": [
                     {"role": "system", "content": SYSTEM_PROMPTS[task]},
                     {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": render_answer(task, answer)},
+                    {"role": "assistant", "content": render_answer(task, written)},
                 ],
                 "prompt": prompt,
                 "answer": answer,

@@ -45,6 +45,7 @@ CATEGORY_PRECEDENCE: tuple[str, ...] = (
 ETA_BUCKETS: tuple[str, ...] = ("same_day", "1-2_days", "3-5_days", "6+_days")
 SHORT_KM = 300
 LONG_KM = 1000
+DISTANCE_BANDS: tuple[str, ...] = ("under_300_km", "300_to_999_km", "1000_km_or_more")
 ROUTE_REASONS: tuple[str, ...] = ("cheapest_on_time", "only_on_time", "fastest_none_on_time")
 # ETA bucket by service level, for distances under 300 km, under 1000 km, and beyond.
 _ETA_BY_SERVICE: dict[str, tuple[str, str, str]] = {
@@ -128,14 +129,15 @@ def _goods_phrase(rng: random.Random, item: str) -> tuple[str, int]:
     return f"{qty} {rng.choice(PACKAGING)} of {item}", qty
 
 
-def _pick_goods(rng: random.Random, target: str, k: int) -> list[tuple[str, str]]:
-    """k distinct goods whose highest-precedence category is ``target``."""
+def _pick_goods(rng: random.Random, window: str, target: str, k: int) -> list[tuple[str, str]]:
+    """k distinct goods of the window whose highest-precedence category is ``target``."""
+    goods = GOODS[window]
     rank = CATEGORY_PRECEDENCE.index(target)
     lower = CATEGORY_PRECEDENCE[rank:] if target != "documents" else ("documents",)
-    picked = [(rng.choice(GOODS[target]), target)]
+    picked = [(rng.choice(goods[target]), target)]
     while len(picked) < k:
         cat = rng.choice(lower)
-        item = rng.choice(GOODS[cat])
+        item = rng.choice(goods[cat])
         if all(item != p[0] for p in picked):
             picked.append((item, cat))
     rng.shuffle(picked)
@@ -150,45 +152,91 @@ def _weight_kg(rng: random.Random, categories: list[str]) -> str:
     return str(rng.randint(2, 1800))
 
 
-def _distance_band(rng: random.Random, window: str) -> tuple[int, int]:
-    if window == "test" and rng.random() < 0.6:
+def _distance_range(rng: random.Random, window: str) -> tuple[int, int]:
+    # Both windows put many distances near a threshold: a model learns where a threshold
+    # lies only from examples on both sides of it. The test window does so more often.
+    if rng.random() < (0.6 if window == "test" else 0.5):
         t = rng.choice((SHORT_KM, LONG_KM))
         return int(t * 0.8), int(t * 1.2)
     return rng.choice(((30, SHORT_KM), (SHORT_KM, LONG_KM), (LONG_KM, 3400)))
 
 
+def distance_band(distance_km: int) -> str:
+    """The working field between a distance and its ETA bucket."""
+    return DISTANCE_BANDS[0 if distance_km < SHORT_KM else 1 if distance_km < LONG_KM else 2]
+
+
+def _km(rng: random.Random, km: int) -> str:
+    return rng.choice((f"{km} km", f"{km} km", f"{km}km", f"{km} kilometres", f"{km} KM"))
+
+
+def _service(rng: random.Random, service: str) -> str:
+    return rng.choice((service, service, service.capitalize(), service.upper()))
+
+
+def _shipment_text(rng: random.Random, f: dict[str, Any]) -> tuple[str, int]:
+    """A shipment in one of several layouts, from a form to a line typed by a person."""
+    sid, code, km, svc = f["sid"], f["carrier"], _km(rng, f["km"]), _service(rng, f["service"])
+    o, d, oc, dc = f["origin"], f["dest"], f["origin_country"], f["dest_country"]
+    contents, note, pieces, weight = f["contents"], f["note"], f["pieces"], f["weight"]
+    layout = rng.randrange(7)
+    if layout == 0:
+        doc = (
+            f"Shipment {sid} booked with carrier {code}. Route: {o} ({oc}) to {d} ({dc}), "
+            f"road distance {km}. Service level: {svc}. {pieces} pieces, {weight} kg. "
+            f"Contents: {contents}."
+        ) + (f" Note: {note}" if note else "")
+    elif layout == 1:
+        doc = (
+            f"Carrier: {code}\nReference: {sid}\nOrigin: {o}, {oc}\nDestination: {d}, {dc}"
+            f"\nDistance: {km}\nService: {svc}\nWeight: {weight} kg ({pieces} pieces)"
+            f"\nContents: {contents}"
+        ) + (f"\nRemarks: {note}" if note else "")
+    elif layout == 2:
+        doc = (
+            f"{code} | {sid} | {o} {oc} > {d} {dc} | {km} | {svc} | {weight} kg | "
+            f"contents: {contents}"
+        ) + (f" | note: {note}" if note else "")
+    elif layout == 3:  # the way a person types it
+        doc = f"Carrier {code}, {contents}, {o} to {d}, {km}, {svc}."
+    elif layout == 4:
+        doc = (
+            f"Hi team,\nplease book {svc} transport for {contents} from {o} to {d} "
+            f"({km} by road). Our ref {sid}, carrier {code}, {weight} kg in total."
+        ) + (f" {note}" if note else "") + "\nThanks!"
+    elif layout == 5:
+        doc = (
+            f"Need a pickup: {contents}. {o} -> {d}, approx. {km}. Service {svc}. "
+            f"Carrier {code}, ref {sid}."
+        )
+    else:
+        doc = (
+            f"Booking {sid}: {svc} service with {code}. Goods: {contents} ({weight} kg). "
+            f"From {o}, {oc} to {d}, {dc}; the road trip is {km}."
+        ) + (f" {note}" if note else "")
+    return doc, layout
+
+
 def make_shipment(rng: random.Random, window: str) -> Made:
     """A shipment description; the answer is its category and ETA bucket."""
     target = rng.choice(CATEGORY_PRECEDENCE)
-    k = rng.choice((3, 3, 4)) if window == "test" else rng.choice((1, 1, 2, 2, 3))
-    goods = _pick_goods(rng, target, k)
-    origin, dest, km = sample_route(rng, window, *_distance_band(rng, window))
+    k = rng.choice((3, 3, 4)) if window == "test" else rng.choice((1, 1, 2, 2, 3, 4))
+    goods = _pick_goods(rng, window, target, k)
+    origin, dest, km = sample_route(rng, window, *_distance_range(rng, window))
     service = rng.choice(SERVICE_LEVELS)
     carrier = rng.choice(CARRIERS[window])
     sid = f"SHP-{rng.randint(10000, 99999) if window == 'train' else rng.randint(10**6, 10**7 - 1)}"
     phrases = [_goods_phrase(rng, item) for item, _ in goods]
-    contents = ", ".join(p for p, _ in phrases)
     pieces = sum(q for _, q in phrases)
     weight = _weight_kg(rng, [c for _, c in goods])
     note = rng.choice(NOTES) if rng.random() < (0.8 if window == "test" else 0.5) else ""
-    layout = rng.randrange(3)
-    if layout == 0:
-        doc = (
-            f"Shipment {sid} booked with carrier {carrier.code}. Route: {origin.name} "
-            f"({origin.country}) to {dest.name} ({dest.country}), road distance {km} km. "
-            f"Service level: {service}. {pieces} pieces, {weight} kg. Contents: {contents}."
-        ) + (f" Note: {note}" if note else "")
-    elif layout == 1:
-        doc = (
-            f"Carrier: {carrier.code}\nReference: {sid}\nOrigin: {origin.name}, {origin.country}"
-            f"\nDestination: {dest.name}, {dest.country}\nDistance: {km} km\nService: {service}"
-            f"\nWeight: {weight} kg ({pieces} pieces)\nContents: {contents}"
-        ) + (f"\nRemarks: {note}" if note else "")
-    else:
-        doc = (
-            f"{carrier.code} | {sid} | {origin.name} {origin.country} > {dest.name} "
-            f"{dest.country} | {km} km | {service} | {weight} kg | contents: {contents}"
-        ) + (f" | note: {note}" if note else "")
+    fields = {
+        "sid": sid, "carrier": carrier.code, "km": km, "service": service,
+        "origin": origin.name, "dest": dest.name, "origin_country": origin.country,
+        "dest_country": dest.country, "contents": ", ".join(p for p, _ in phrases),
+        "note": note, "pieces": pieces, "weight": weight,
+    }
+    doc, layout = _shipment_text(rng, fields)
     cats = [c for _, c in goods]
     answer = {"category": shipment_category(cats), "eta_bucket": eta_bucket(service, km)}
     meta = {
@@ -206,6 +254,26 @@ def make_shipment(rng: random.Random, window: str) -> Made:
     return doc, answer, meta
 
 
+def shipment_working(answer: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The answer with its working fields, in the order the model writes them.
+
+    Each good with its own category first (what the base model knows of the world: that
+    gunpowder is hazardous, that orchids spoil), then the shipment's category, the first
+    of those by precedence. The ETA bucket is a lookup of the distance's band and the
+    service level: written out just before it, each is one short step from the text (copy
+    a number, compare it with 300 and 1000, copy a word), and the bucket one step from them.
+    """
+    km = int(meta["distance_km"])
+    return {
+        "goods": [{"item": g["item"], "category": g["category"]} for g in meta["goods"]],
+        "category": answer["category"],
+        "distance_km": km,
+        "distance_band": distance_band(km),
+        "service_level": meta["service_level"],
+        "eta_bucket": answer["eta_bucket"],
+    }
+
+
 # --------------------------------------------------------------------------- invoices
 
 
@@ -214,8 +282,94 @@ def _unit_price_cents(rng: random.Random) -> int:
     return round(math.exp(rng.uniform(math.log(500), math.log(250000))))
 
 
+MONTH_NAMES: tuple[str, ...] = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _invoice_lines(
+    rng: random.Random,
+    vendor: Any,
+    number: str,
+    ymd: tuple[int, int, int],
+    items: list[dict[str, Any]],
+    subtotal: int,
+    vat: int,
+    total: int,
+) -> tuple[int, list[str | None]]:
+    """(layout, lines); None marks a line this vendor does not print (no VAT at 0%)."""
+    year, month, day = ymd
+    cur = vendor.currency
+    iso = f"{year}-{month:02d}-{day:02d}"
+    vat_line = f"VAT {vendor.vat}%: {money(vat)}" if vendor.vat else None
+    layout = rng.randrange(6)
+    lines: list[str | None]
+    if layout == 0:
+        lines = [f"INVOICE {number}", f"Vendor: {vendor.name}", f"Date: {iso}"]
+        lines += [f"Currency: {cur}", "", "Description | Qty | Unit price | Amount"]
+        lines += [
+            f"{i['description']} | {i['quantity']} | {money(i['unit'])} | {money(i['amount'])}"
+            for i in items
+        ]
+        lines += ["", f"Subtotal: {money(subtotal)}", vat_line, f"Total: {money(total)} {cur}"]
+    elif layout == 1:
+        lines = [vendor.name, f"Invoice no. {number}, issued {day:02d}.{month:02d}.{year}"]
+        lines += [f"All amounts in {cur}."]
+        lines += [
+            f"{j}. {i['description']}: {i['quantity']} x {money(i['unit'])} = {money(i['amount'])}"
+            for j, i in enumerate(items, 1)
+        ]
+        lines += [f"Net: {money(subtotal)}", vat_line, f"Amount due: {money(total)}"]
+    elif layout == 2:
+        date = f"{day} {MONTHS[month - 1]} {year}"
+        lines = [f"vendor={vendor.name}; invoice={number}; date={date}; currency={cur}"]
+        lines += [
+            f'item="{i["description"]}" qty={i["quantity"]} price={money(i["unit"])} '
+            f"amount={money(i['amount'])}"
+            for i in items
+        ]
+        tail = f"subtotal={money(subtotal)}; " + (f"vat={money(vat)}; " if vendor.vat else "")
+        lines.append(tail + f"total={money(total)}")
+    elif layout == 3:  # a letter, the date in words
+        lines = [f"From: {vendor.name}", "To: Accounts payable", f"Subject: invoice {number}", ""]
+        lines += [
+            f"Dear customer, please find below our invoice {number} dated "
+            f"{MONTH_NAMES[month - 1]} {day}, {year}. All prices are in {cur}."
+        ]
+        lines += [
+            f"- {i['quantity']} x {i['description']} at {money(i['unit'])} each = "
+            f"{money(i['amount'])}"
+            for i in items
+        ]
+        lines += [f"Subtotal {money(subtotal)}", vat_line, f"Please pay {money(total)} {cur}."]
+    elif layout == 4:  # a receipt, the vendor's name in capitals
+        lines = [vendor.name.upper(), f"Invoice # {number}"]
+        lines += [f"Invoice date: {_ordinal(day)} {MONTH_NAMES[month - 1]} {year}"]
+        lines += [
+            f"{i['description']} ({i['quantity']} @ {money(i['unit'])}) {cur} {money(i['amount'])}"
+            for i in items
+        ]
+        lines += [f"TOTAL DUE {cur} {money(total)}"]
+    else:  # a plain sentence
+        listed = "; ".join(
+            f"{i['description']}, {i['quantity']} at {money(i['unit'])} = {money(i['amount'])}"
+            for i in items
+        )
+        lines = [
+            f"Invoice {number} from {vendor.name}, dated {iso}, in {cur}: {listed}. "
+            f"Total with tax: {money(total)}."
+        ]
+    return layout, lines
+
+
 def make_invoice(rng: random.Random, window: str) -> Made:
-    """An invoice in one of three layouts; the answer is its header, total and line items."""
+    """An invoice in one of several layouts; the answer is its header, total and line items."""
     vendor = rng.choice(VENDORS[window])
     year = rng.randint(2021, 2024) if window == "train" else rng.randint(2025, 2026)
     month, day = rng.randint(1, 12), rng.randint(1, 28)
@@ -235,36 +389,8 @@ def make_invoice(rng: random.Random, window: str) -> Made:
     total = subtotal + vat
     cur = vendor.currency
     iso = f"{year}-{month:02d}-{day:02d}"
-    layout = rng.randrange(3)
-    # None marks a line this vendor does not print (no VAT line at a 0% rate).
-    vat_line = f"VAT {vendor.vat}%: {money(vat)}" if vendor.vat else None
-    lines: list[str | None]
-    if layout == 0:
-        lines = [f"INVOICE {number}", f"Vendor: {vendor.name}", f"Date: {iso}"]
-        lines += [f"Currency: {cur}", "", "Description | Qty | Unit price | Amount"]
-        lines += [
-            f"{i['description']} | {i['quantity']} | {money(i['unit'])} | {money(i['amount'])}"
-            for i in items
-        ]
-        lines += ["", f"Subtotal: {money(subtotal)}", vat_line, f"Total: {money(total)} {cur}"]
-    elif layout == 1:
-        lines = [vendor.name, f"Invoice no. {number}, issued {day:02d}.{month:02d}.{year}"]
-        lines += [f"All amounts in {cur}."]
-        lines += [
-            f"{j}. {i['description']}: {i['quantity']} x {money(i['unit'])} = {money(i['amount'])}"
-            for j, i in enumerate(items, 1)
-        ]
-        lines += [f"Net: {money(subtotal)}", vat_line, f"Amount due: {money(total)}"]
-    else:
-        date = f"{day} {MONTHS[month - 1]} {year}"
-        lines = [f"vendor={vendor.name}; invoice={number}; date={date}; currency={cur}"]
-        lines += [
-            f'item="{i["description"]}" qty={i["quantity"]} price={money(i["unit"])} '
-            f"amount={money(i['amount'])}"
-            for i in items
-        ]
-        tail = f"subtotal={money(subtotal)}; " + (f"vat={money(vat)}; " if vendor.vat else "")
-        lines.append(tail + f"total={money(total)}")
+    layout, lines = _invoice_lines(rng, vendor, number, (year, month, day), items, subtotal,
+                                   vat, total)
     doc = "\n".join(line for line in lines if line is not None)
     answer = {
         "invoice_number": number,
@@ -296,9 +422,9 @@ def make_invoice(rng: random.Random, window: str) -> Made:
 # --------------------------------------------------------------------------- routes
 
 
-def _lane_costs(rng: random.Random, n: int, window: str) -> list[int]:
+def _lane_costs(rng: random.Random, n: int, hard: bool) -> list[int]:
     base = rng.randint(40, 600) * 10
-    spread = (0.85, 1.15) if window == "test" else (0.6, 1.6)
+    spread = (0.85, 1.15) if hard else (0.6, 1.6)
     while True:
         costs = [int(base * rng.uniform(*spread) / 10) * 10 for _ in range(n)]
         if len(set(costs)) == n:
@@ -306,13 +432,13 @@ def _lane_costs(rng: random.Random, n: int, window: str) -> list[int]:
 
 
 def _lane_transits(
-    rng: random.Random, reason: str, n: int, deadline: int, window: str
+    rng: random.Random, reason: str, n: int, deadline: int, hard: bool
 ) -> list[int]:
     """Transit days per lane; on-time lanes first, then late ones."""
     k_on = {"only_on_time": 1, "fastest_none_on_time": 0}.get(reason, 0)
     if reason == "cheapest_on_time":
         k_on = rng.randint(2, n - 1) if n > 2 and rng.random() < 0.8 else n
-    if window == "test":
+    if hard:
         on = [rng.randint(max(1, deadline - 2), deadline) for _ in range(k_on)]
         late = [deadline + rng.choice((1, 1, 2)) for _ in range(n - k_on)]
     else:
@@ -331,8 +457,11 @@ def make_route(rng: random.Random, window: str) -> Made:
     reason = rng.choice(ROUTE_REASONS)
     n = rng.choice((3, 4)) if window == "test" else rng.choice((2, 3, 3, 4))
     deadline = rng.randint(3, 9) if window == "test" else rng.randint(2, 12)
-    transits = _lane_transits(rng, reason, n, deadline, window)
-    assigned = _lane_costs(rng, n, window)
+    # Hard cases (transit days near the deadline, costs close together) make up the test
+    # window and half of training: a model learns to compare only from close calls.
+    hard = window == "test" or rng.random() < 0.5
+    transits = _lane_transits(rng, reason, n, deadline, hard)
+    assigned = _lane_costs(rng, n, hard)
     k_on = sum(t <= deadline for t in transits)
     # Usually the cheapest lane of all is a late one (or, when all are late, not the
     # fastest), so that "pick the cheapest" is a trap and not a shortcut.
@@ -359,29 +488,77 @@ def make_route(rng: random.Random, window: str) -> Made:
         )
     rng.shuffle(lanes)
     a, b, _ = rng.choice(_pairs(window))
-    pallets = rng.randint(1, 33)
-
-    def days(t: int) -> str:
-        return f"{t} day" if t == 1 else f"{t} days"
-
-    if rng.random() < 0.5:
-        head = (
-            f"Shipment of {pallets} pallets from {a.name} ({a.country}) to {b.name} "
-            f"({b.country}). Deadline: {days(deadline)}.\nCandidate lanes:"
-        )
-        rows = [
-            f"- {ln['id']}: {ln['mode']}, cost {ln['cost']} EUR, transit {days(ln['transit_days'])}"
-            for ln in lanes
-        ]
-        layout = 0
-    else:
-        head = (
-            f"Route {a.name} -> {b.name}, {pallets} pallets, must arrive within "
-            f"{days(deadline)}.\nlane | mode | cost (EUR) | transit (days)"
-        )
-        rows = [f"{ln['id']} | {ln['mode']} | {ln['cost']} | {ln['transit_days']}" for ln in lanes]
-        layout = 1
+    layout, text = _route_text(rng, a, b, rng.randint(1, 33), deadline, lanes)
     lane_id, why = choose_lane(lanes, deadline)
     answer = {"lane_id": lane_id, "reason": why}
     meta = {"deadline_days": deadline, "lanes": lanes, "layout": layout}
-    return "\n".join([head, *rows]), answer, meta
+    return text, answer, meta
+
+
+def _days(t: int) -> str:
+    return f"{t} day" if t == 1 else f"{t} days"
+
+
+def _route_text(
+    rng: random.Random, a: City, b: City, pallets: int, deadline: int, lanes: list[dict[str, Any]]
+) -> tuple[int, str]:
+    layout = rng.randrange(4)
+    if layout == 0:
+        head = (
+            f"Shipment of {pallets} pallets from {a.name} ({a.country}) to {b.name} "
+            f"({b.country}). Deadline: {_days(deadline)}.\nCandidate lanes:"
+        )
+        rows = [
+            f"- {ln['id']}: {ln['mode']}, cost {ln['cost']} EUR, "
+            f"transit {_days(ln['transit_days'])}"
+            for ln in lanes
+        ]
+    elif layout == 1:
+        head = (
+            f"Route {a.name} -> {b.name}, {pallets} pallets, must arrive within "
+            f"{_days(deadline)}.\nlane | mode | cost (EUR) | transit (days)"
+        )
+        rows = [f"{ln['id']} | {ln['mode']} | {ln['cost']} | {ln['transit_days']}" for ln in lanes]
+    elif layout == 2:  # the way a person writes it
+        options = "; ".join(
+            f"{ln['id']} ({ln['mode']}) {ln['cost']} EUR, {_days(ln['transit_days'])}"
+            for ln in lanes
+        )
+        return layout, (
+            f"We need to move {pallets} pallets from {a.name} to {b.name} within "
+            f"{_days(deadline)}. Options: {options}. Which lane?"
+        )
+    else:
+        head = (
+            f"Quote request: {a.name}, {a.country} to {b.name}, {b.country}; {pallets} "
+            f"pallets; the goods must be there in {deadline} days at most.\nQuotes received:"
+        )
+        rows = [
+            f"* {ln['id']} by {ln['mode']}: EUR {ln['cost']}, {ln['transit_days']} days in transit"
+            for ln in lanes
+        ]
+    return layout, "\n".join([head, *rows])
+
+
+def route_working(answer: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The answer with its working fields, in the order the model writes them.
+
+    The deadline is copied first; then each lane in the order the text lists it, with its
+    transit days, whether that is within the deadline, and its cost; then the choice. Each
+    step is one comparison the model can make next to the numbers it just wrote.
+    """
+    deadline = int(meta["deadline_days"])
+    return {
+        "deadline_days": deadline,
+        "lanes": [
+            {
+                "lane_id": ln["id"],
+                "transit_days": ln["transit_days"],
+                "on_time": ln["transit_days"] <= deadline,
+                "cost": ln["cost"],
+            }
+            for ln in meta["lanes"]
+        ],
+        "lane_id": answer["lane_id"],
+        "reason": answer["reason"],
+    }

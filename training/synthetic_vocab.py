@@ -1,9 +1,9 @@
 """Word lists of the synthetic logistics world: cities, carriers, goods, vendors, charges.
 
 Each list that names *who* or *where* comes in two disjoint windows: ``train`` (used by
-the train and val splits) and ``test`` (the held-out split). The goods belong to both
-windows, because a category can only be learned from goods that were seen; the test
-window makes them harder by mixing more of them. Pure data, stdlib only.
+the train and val splits) and ``test`` (the held-out split). The goods are split too: the
+pretrained base already knows what a good is, so the test window asks about goods that
+training never named. Pure data, stdlib only.
 """
 
 from __future__ import annotations
@@ -125,95 +125,77 @@ CARRIERS: dict[str, tuple[Carrier, ...]] = {
     ),
 }
 
-# Goods by category. The category of a shipment is the highest-precedence category
-# among its goods (see synthetic_tasks.CATEGORY_PRECEDENCE). Some goods are traps on
-# purpose: canned tomatoes are food but not perishable, stationery is paper but not
-# documents, a sofa is big but fits a van.
-GOODS: dict[str, tuple[str, ...]] = {
-    "hazardous": (
-        "lithium-ion batteries",
-        "paint thinner",
-        "aerosol cans",
-        "compressed gas cylinders",
-        "industrial solvents",
-        "lighter fluid",
-        "pool chlorine",
-        "acetone drums",
-        "consumer fireworks",
-        "car batteries",
-        "propane tanks",
-        "epoxy resin",
-    ),
-    "perishable": (
-        "frozen shrimp",
-        "fresh salmon",
-        "cut flowers",
-        "dairy yogurt",
-        "fresh strawberries",
-        "chilled meat",
-        "flu vaccines",
-        "live lobsters",
-        "ice cream",
-        "fresh herbs",
-        "soft cheese",
-        "bakery goods",
-    ),
-    "fragile": (
-        "glass vases",
-        "porcelain plates",
-        "LCD monitors",
-        "wine glasses",
-        "ceramic tiles",
-        "wall mirrors",
-        "crystal chandeliers",
-        "laboratory glassware",
-        "stained glass panels",
-        "camera lenses",
-        "picture frames",
-        "china teacups",
-    ),
-    "oversized": (
-        "steel beams",
-        "a wind turbine blade",
-        "a boat hull",
-        "an industrial generator",
-        "tractor tires",
-        "concrete pipes",
-        "an excavator bucket",
-        "timber logs",
-        "a power transformer",
-        "a shipping container",
-        "rolled steel coils",
-        "a combine harvester",
-    ),
-    "general": (
-        "cotton t-shirts",
-        "plastic toys",
-        "paperback books",
-        "kitchen utensils",
-        "running shoes",
-        "yoga mats",
-        "phone cases",
-        "garden tools",
-        "board games",
-        "canned tomatoes",
-        "dry pasta",
-        "bicycle parts",
-        "stationery",
-        "a sofa",
-    ),
-    "documents": (
-        "signed contracts",
-        "passports",
-        "legal papers",
-        "court filings",
-        "tax records",
-        "academic transcripts",
-        "bank statements",
-        "title deeds",
-        "visa applications",
-        "share certificates",
-    ),
+# Goods by category, in two disjoint windows like the places: the test window names goods
+# that training never saw, so a score on it shows that the adapter learned what a category
+# means (the pretrained base knows that orchids spoil and butane burns), not a word list.
+# The category of a shipment is the highest-precedence category among its goods (see
+# synthetic_tasks.CATEGORY_PRECEDENCE). Some goods are traps on purpose: canned tomatoes
+# are food but not perishable, stationery is paper but not documents, a sofa is big but
+# fits a van.
+GOODS: dict[str, dict[str, tuple[str, ...]]] = {
+    "train": {
+        "hazardous": (
+            "lithium-ion batteries", "paint thinner", "aerosol cans", "compressed gas cylinders",
+            "industrial solvents", "lighter fluid", "pool chlorine", "acetone drums",
+            "consumer fireworks", "car batteries", "propane tanks", "epoxy resin",
+            "hydrochloric acid", "petrol canisters", "bleach concentrate", "ammonia solution",
+        ),
+        "perishable": (
+            "frozen shrimp", "fresh salmon", "cut flowers", "dairy yogurt",
+            "fresh strawberries", "chilled meat", "flu vaccines", "live lobsters", "ice cream",
+            "fresh herbs", "soft cheese", "bakery goods", "fresh milk", "raw chicken",
+            "ripe bananas", "fresh mushrooms",
+        ),
+        "fragile": (
+            "glass vases", "porcelain plates", "LCD monitors", "wine glasses", "ceramic tiles",
+            "wall mirrors", "crystal chandeliers", "laboratory glassware",
+            "stained glass panels", "camera lenses", "picture frames", "china teacups",
+            "glass bottles", "television screens",
+        ),
+        "oversized": (
+            "steel beams", "a wind turbine blade", "a boat hull", "an industrial generator",
+            "tractor tires", "concrete pipes", "an excavator bucket", "timber logs",
+            "a power transformer", "a shipping container", "rolled steel coils",
+            "a combine harvester", "a yacht mast",
+        ),
+        "general": (
+            "cotton t-shirts", "plastic toys", "paperback books", "kitchen utensils",
+            "running shoes", "yoga mats", "phone cases", "garden tools", "board games",
+            "canned tomatoes", "dry pasta", "bicycle parts", "stationery", "a sofa",
+            "wool sweaters", "office chairs", "rice sacks", "leather bags",
+        ),
+        "documents": (
+            "signed contracts", "passports", "legal papers", "court filings", "tax records",
+            "academic transcripts", "bank statements", "title deeds", "visa applications",
+            "share certificates",
+        ),
+    },
+    "test": {
+        "hazardous": (
+            "butane canisters", "nitric acid", "gunpowder", "diesel fuel drums",
+            "oxygen cylinders", "rat poison", "kerosene", "sulfuric acid",
+        ),
+        "perishable": (
+            "fresh orchids", "raw oysters", "blood plasma", "frozen pizzas", "fresh tuna",
+            "goat cheese", "live crabs", "fresh asparagus",
+        ),
+        "fragile": (
+            "crystal glasses", "ceramic vases", "glass aquariums", "antique clocks",
+            "computer monitors", "porcelain figurines", "glass tabletops", "glass lamps",
+        ),
+        "oversized": (
+            "a bulldozer", "steel girders", "a ship propeller", "a crane boom",
+            "railway sleepers", "a mobile home", "a fishing boat", "industrial boilers",
+        ),
+        "general": (
+            "denim jeans", "plastic buckets", "hardcover books", "cooking pots", "sneakers",
+            "canned beans", "flour sacks", "desk lamps", "tennis rackets", "a bookshelf",
+        ),
+        "documents": (
+            "birth certificates", "signed leases", "insurance policies", "diplomas",
+            "notarised affidavits", "property deeds",
+        ),
+    },
 }
 
 PACKAGING: tuple[str, ...] = ("boxes", "pallets", "crates", "cartons", "cases", "bags")

@@ -23,12 +23,12 @@ def processes_mentioning(text: str) -> list[str]:
             if text in line and "ps -eo" not in line and str(os.getpid()) not in line.split()[:1]]
 
 
-def test_engine_command_stops_the_whole_group_on_sigterm(demo_model: Path,
+def test_engine_command_stops_the_whole_group_on_sigterm(base_model: Path,
                                                          tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from gateway.cli import main; main()", "engine",
-         "--model", str(demo_model), "--port", str(port), "--log-file",
+         "--model", str(base_model), "--port", str(port), "--log-file",
          str(tmp_path / "engine.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

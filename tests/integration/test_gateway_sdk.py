@@ -11,6 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import ApiKey, hash_key
+from router.engine_launcher import CPU_MAX_MODEL_LEN
 from tests.integration.conftest import upload_dir
 from tests.integration.helpers import engine_metric, wait_until
 from tests.support import ThreadServer, demo_settings
@@ -72,13 +73,15 @@ def test_sdk_error_classes(sdk: openai.OpenAI, gw_url: str) -> None:
     assert br.value.body["param"] == "max_tokens"  # type: ignore[index]
     # vLLM's own refusal (prompt longer than the context) comes back mapped, as 400
     with pytest.raises(openai.BadRequestError):
-        sdk.completions.create(model="base", prompt="lane " * 2000, max_tokens=5)
+        sdk.completions.create(
+            model="base", prompt="lane " * (CPU_MAX_MODEL_LEN + 100), max_tokens=5
+        )
 
 
-def test_rate_limit_error(vllm_url: str, demo_model: Path, tmp_path: Path) -> None:
+def test_rate_limit_error(vllm_url: str, base_model: Path, tmp_path: Path) -> None:
     key = ApiKey(id="slow", key_hash=hash_key("slow-key"), rpm=1)
     settings = demo_settings(
-        tmp_path, backends=vllm_url, base_model_path=demo_model, api_keys=[key]
+        tmp_path, backends=vllm_url, base_model_path=base_model, api_keys=[key]
     )
     with ThreadServer(create_app(settings)) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="slow-key", max_retries=0)

@@ -78,14 +78,14 @@ def start_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 
 @pytest.fixture(scope="module")
 def replicas(
-    pg_url: str, vllm_url: str, demo_model: Path, tmp_path_factory: pytest.TempPathFactory
+    pg_url: str, vllm_url: str, base_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     store = tmp_path_factory.mktemp("shared-store")
     env = {
         "LORA_GATEWAY_BACKENDS": vllm_url,
         "LORA_GATEWAY_DATABASE_URL": pg_url,
         "LORA_GATEWAY_STORE": str(store),
-        "LORA_GATEWAY_BASE_MODEL_PATH": str(demo_model),
+        "LORA_GATEWAY_BASE_MODEL_PATH": str(base_model),
         "LORA_GATEWAY_LOG_LEVEL": "WARNING",
     }
     a, url_a = start_gateway(env)

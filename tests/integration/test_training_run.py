@@ -144,7 +144,12 @@ def test_dpo_run_loss_falls_and_the_adapter_registers(tiny_model: Path, tmp_path
     from training.synthetic import generate
 
     chat = tmp_path / "chat.jsonl"
-    write_jsonl(chat, generate("route-optimization", 120, seed=5, split="train"))
+    # Answers without their working fields (~130 tokens of them): this tests the DPO
+    # pipeline, and 16 steps of a 2-layer random model show its loss fall on short answers.
+    records = generate("route-optimization", 120, seed=5, split="train")
+    for r in records:
+        r["messages"][2]["content"] = json.dumps(r["answer"], separators=(",", ":"))
+    write_jsonl(chat, records)
     pairs = make_preference_pairs(load_examples(chat, "chat"), seed=0)
     pref = tmp_path / "pref.jsonl"
     write_jsonl(pref, (p.to_record() for p in pairs))
@@ -156,15 +161,16 @@ def test_dpo_run_loss_falls_and_the_adapter_registers(tiny_model: Path, tmp_path
         datasets=[{"path": str(pref), "type": "preference"}],
         test_datasets=[],
         test_set_size=0.1,
-        max_steps=16,
-        eval_steps=8,
-        micro_batch_size=4,
-        learning_rate=0.005,
+        max_steps=32,
+        eval_steps=16,
+        micro_batch_size=8,
+        learning_rate=0.002,
         task="route-optimization",
     )
     result = run_training(cfg, show_progress=False)
     losses = train_losses(result.run_dir)
-    assert len(losses) >= 3 and losses[-1] < losses[0]
+    # Logged every 4 steps, each a mean over 4 noisy batches: the last two below the first.
+    assert len(losses) >= 6 and max(losses[-2:]) < losses[0]
     assert losses[0] == pytest.approx(0.693, abs=0.05)  # DPO starts at ln 2
     assert result.summary["method"] == "dpo-qlora"
     assert result.summary["best"]["metric"] == "eval_lane_accuracy"

@@ -28,11 +28,11 @@ MSG = [{"role": "user", "content": "Pick a lane for 4 pallets to Hamburg."}]
 
 @pytest.fixture(scope="module")
 def engine_b(
-    demo_model: Path, vllm: EngineProcess, tmp_path_factory: pytest.TempPathFactory
+    base_model: Path, vllm: EngineProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
     from tests.support import free_port
 
-    cfg = EngineConfig(model=str(demo_model), port=free_port(), omp_threads_bind="1")
+    cfg = EngineConfig(model=str(base_model), port=free_port(), omp_threads_bind="1")
     proc = EngineProcess(cfg, log_path=tmp_path_factory.mktemp("engine-b") / "vllm.log")
     proc.start()
     proc.wait_ready(timeout=600)
@@ -46,13 +46,13 @@ def engine_b(
 def two_gw(
     vllm: EngineProcess,
     engine_b: EngineProcess,
-    demo_model: Path,
+    base_model: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     settings = demo_settings(
         tmp_path_factory.mktemp("gw2"),
         backends=f"{vllm.config.url},{engine_b.config.url}",
-        base_model_path=demo_model,
+        base_model_path=base_model,
         health_interval=0.5,
         health_failures=1,
         rate_limit_rpm=100_000,
@@ -164,12 +164,12 @@ def test_affinity_death_and_recovery(
 
 
 def test_single_engine_death_turns_readiness_red(
-    demo_model: Path, engine_b: EngineProcess, tmp_path: Path
+    base_model: Path, engine_b: EngineProcess, tmp_path: Path
 ) -> None:
     settings = demo_settings(
         tmp_path,
         backends=engine_b.config.url,
-        base_model_path=demo_model,
+        base_model_path=base_model,
         health_interval=0.5,
         health_failures=1,
     )

@@ -27,7 +27,7 @@ def model_dir(
 
 
 def test_missing_model_dir(tmp_path: Path) -> None:
-    with pytest.raises(EngineLaunchError, match="does not exist.*build-model"):
+    with pytest.raises(EngineLaunchError, match="does not exist.*demo base-model"):
         EngineConfig(model=str(tmp_path / "nope")).validate()
 
 

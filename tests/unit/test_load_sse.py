@@ -172,3 +172,23 @@ def test_schema_checker(text: str, expected: bool) -> None:
     )
     assert checker.check("t", text) is expected
     assert checker.check("unknown-task", text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"work": 2, "category": "x"}', True),  # straight from the engine, working field first
+        ('{"category": "x"}', True),  # through the gateway, which removed it
+        ('{"work": "two", "category": "x"}', False),  # a working field is checked when present
+        ('{"work": 2}', False),
+    ],
+)
+def test_schema_checker_with_working_fields(text: str, expected: bool) -> None:
+    schema = {
+        "type": "object",
+        "required": ["work", "category"],
+        "properties": {"work": {"type": "integer"}, "category": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    checker = SchemaChecker({"t": schema}, {"t": ("work",)})
+    assert checker.check("t", text) is expected
