@@ -4,10 +4,12 @@ The report's numbers must agree with the gateway's own ``/metrics``: every reque
 client got an answer to was counted once, and the prompt and completion tokens the
 client read from the usage (streamed and not) are the tokens the gateway counted.
 
-The streamed arm goes through the request types (routes with a JSON schema); the
-non-streamed one names the adapters directly, because a route that enforces its
-schema answers 502 to a random adapter's answer cut off at ``max_tokens``, and the
-engine's tokens of a refused answer are counted by the gateway but not by the client.
+The streamed arm goes through a request type (a route with a JSON schema and no working
+fields, whose streamed answer is checked but passed on); the non-streamed one names the
+adapters directly, because a route that enforces its schema answers 502 to a random
+adapter's answer cut off at ``max_tokens`` (and so does a streamed route with working
+fields, whose answer is held back until it can be checked), and the engine's tokens of a
+refused answer are counted by the gateway but not by the client.
 The rate and answer lengths are small because a LoRA request on SmolLM2 costs about
 80 ms a token on this CPU: the run must not queue past its timeout.
 """
@@ -25,7 +27,6 @@ from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 from load_tests.bench import metrics_consistency
 from load_tests.bench_adapters import RANDOM_RANK, random_adapter
 from load_tests.runner import run_scenario_file
-from load_tests.scenario import REQUEST_TYPES
 from load_tests.stack import DEMO_ADAPTER_NAMES
 from tests.integration.conftest import upload_dir
 
@@ -42,7 +43,7 @@ prompts: {pool_size: 20, seed: 7}
 arms:
   - name: streamed
     target: gateway
-    mix: {shipment-classification: 1, invoice-parsing: 1, route-optimization: 1}
+    mix: {invoice-parsing: 1}
     max_tokens: 16
     stream: true
   - name: whole
@@ -76,7 +77,7 @@ def test_ten_second_run_agrees_with_the_gateways_metrics(
 
     report = json.loads(paths.json.read_text())
     assert report["run"]["stopped_early"] is None
-    for arm, types in (("streamed", set(REQUEST_TYPES)), ("whole", set(ADAPTER_REFS))):
+    for arm, types in (("streamed", {"invoice-parsing"}), ("whole", set(ADAPTER_REFS))):
         total = report["arms"][arm]["total"]
         assert total["requests"] > 0 and total["errors"] == 0, total["errors_by_type"]
         assert set(report["arms"][arm]["by_request_type"]) == types
