@@ -16,7 +16,7 @@ DESCRIPTIONS = {
     "route-optimization": "Pick the lane to ship on, with a reason code.",
 }
 # Room for the answer and its working fields.
-MAX_TOKENS = {"shipment-classification": 160, "invoice-parsing": 512, "route-optimization": 256}
+MAX_TOKENS = {"shipment-classification": 160, "invoice-parsing": 512, "route-optimization": 320}
 HEADER = """# The demo route table: three request types, each answered by its adapter's `prod` alias
 # with the system prompt it was trained with, greedy decoding, and the JSON schema of its
 # answer enforced by vLLM's structured output. Working fields are written by the model

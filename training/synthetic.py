@@ -95,7 +95,7 @@ SYSTEM_PROMPTS: dict[str, str] = {
 WORKING_FIELDS: dict[str, tuple[str, ...]] = {
     "shipment-classification": ("goods", "distance_km", "distance_band", "service_level"),
     "invoice-parsing": (),
-    "route-optimization": ("deadline_days", "lanes"),
+    "route-optimization": ("deadline_days", "lanes", "on_time_count"),
 }
 
 _MONEY = {"type": "number", "minimum": 0}
@@ -168,17 +168,19 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
                     "properties": {
                         "lane_id": {"type": "string", "minLength": 1},
                         "transit_days": _DAYS,
+                        "deadline_days": _DAYS,
                         "on_time": {"type": "boolean"},
                         "cost": {"type": "integer", "minimum": 0},
                     },
-                    "required": ["lane_id", "transit_days", "on_time", "cost"],
+                    "required": ["lane_id", "transit_days", "deadline_days", "on_time", "cost"],
                     "additionalProperties": False,
                 },
             },
+            "on_time_count": {"type": "integer", "minimum": 0},
             "lane_id": {"type": "string", "minLength": 1},
             "reason": {"type": "string", "enum": list(ROUTE_REASONS)},
         },
-        "required": ["deadline_days", "lanes", "lane_id", "reason"],
+        "required": ["deadline_days", "lanes", "on_time_count", "lane_id", "reason"],
         "additionalProperties": False,
     },
 }

@@ -544,21 +544,25 @@ def route_working(answer: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any
     """The answer with its working fields, in the order the model writes them.
 
     The deadline is copied first; then each lane in the order the text lists it, with its
-    transit days, whether that is within the deadline, and its cost; then the choice. Each
-    step is one comparison the model can make next to the numbers it just wrote.
+    transit days and the deadline again right beside them (so that whether it is on time is
+    a comparison of two adjacent numbers), its on-time flag and its cost; then how many
+    lanes are on time (which decides the reason); then the choice.
     """
     deadline = int(meta["deadline_days"])
+    lanes = [
+        {
+            "lane_id": ln["id"],
+            "transit_days": ln["transit_days"],
+            "deadline_days": deadline,
+            "on_time": ln["transit_days"] <= deadline,
+            "cost": ln["cost"],
+        }
+        for ln in meta["lanes"]
+    ]
     return {
         "deadline_days": deadline,
-        "lanes": [
-            {
-                "lane_id": ln["id"],
-                "transit_days": ln["transit_days"],
-                "on_time": ln["transit_days"] <= deadline,
-                "cost": ln["cost"],
-            }
-            for ln in meta["lanes"]
-        ],
+        "lanes": lanes,
+        "on_time_count": sum(ln["on_time"] for ln in lanes),
         "lane_id": answer["lane_id"],
         "reason": answer["reason"],
     }

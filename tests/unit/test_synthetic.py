@@ -206,10 +206,11 @@ def test_route_choice_follows_the_rule(
         written = json.loads(r["messages"][2]["content"])
         assert written["deadline_days"] == deadline
         assert written["lanes"] == [
-            {"lane_id": ln["id"], "transit_days": ln["transit_days"],
+            {"lane_id": ln["id"], "transit_days": ln["transit_days"], "deadline_days": deadline,
              "on_time": ln["transit_days"] <= deadline, "cost": ln["cost"]}
             for ln in lanes
         ]
+        assert written["on_time_count"] == len(on_time)
         reasons.add(expected["reason"])
     assert len(reasons) == 3
 
