@@ -89,10 +89,10 @@ def check_demo_adapter(task: str, model_dir: Path, *, root: Path = TRAINED) -> d
 
 
 def ensure_demo_adapters(
-    model_dir: Path, *, root: Path = TRAINED
+    model_dir: Path, *, root: Path = TRAINED, tasks: list[str] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Every demo adapter, checked (see :func:`check_demo_adapter`)."""
-    return {task: check_demo_adapter(task, model_dir, root=root) for task in DEMO_TASKS}
+    """Every demo adapter (or those of ``tasks``), checked (see :func:`check_demo_adapter`)."""
+    return {t: check_demo_adapter(t, model_dir, root=root) for t in tasks or DEMO_TASKS}
 
 
 def _estimate(task: str, root: Path) -> str:
@@ -188,6 +188,8 @@ def train_demo_adapter(
             "files": {n: _sha256(out / "adapter" / n) for n in ADAPTER_FILES},
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for f in (out / "adapter").iterdir():  # the engine may run as another user
+            f.chmod(0o644)
         shutil.copyfile(result.run_dir / "loss_curve.png", out / "loss_curve.png")
         final = root / task
         if final.exists():  # swap in the new entry; the old one goes only after that

@@ -140,8 +140,12 @@ def ask_each_route(url: str, console: Console) -> list[str]:
 
 
 @contextlib.contextmanager
-def demo_stack(*, port: int, engine_port: int, console: Console) -> Iterator[DemoStack]:
-    """Steps 1-5: base, checked adapters, vLLM, gateway, uploads; stops both on exit."""
+def demo_stack(
+    *, port: int, engine_port: int, console: Console, tasks: list[str] | None = None
+) -> Iterator[DemoStack]:
+    """Steps 1-5: base, checked adapters, vLLM, gateway, uploads; stops both on exit.
+
+    ``tasks`` limits the adapters checked and registered (default: all three)."""
     from demo.adapters import DEMO_ADAPTERS, ensure_demo_adapters
     from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
     from training.base_model import ensure_base_model
@@ -151,7 +155,7 @@ def demo_stack(*, port: int, engine_port: int, console: Console) -> Iterator[Dem
     model_dir = ensure_base_model(progress=True)
     console.print(f"model: {model_dir}")
     console.rule("2/5 demo adapters (committed in demo/trained/, checked against the base)")
-    adapters: dict[str, Any] = ensure_demo_adapters(model_dir)
+    adapters: dict[str, Any] = ensure_demo_adapters(model_dir, tasks=tasks)
     for task, info in adapters.items():
         console.print(f"{task}: {info['path']} ({info['manifest']['command']} reproduces it)")
     console.rule("3/5 vLLM engine on the CPU")
@@ -175,8 +179,8 @@ def demo_stack(*, port: int, engine_port: int, console: Console) -> Iterator[Dem
         console.rule("5/5 register adapters")
         from gateway.admin_cli import upload_adapter
 
-        for task, name in DEMO_ADAPTERS.items():
-            info = adapters[task]
+        for task, info in adapters.items():
+            name = DEMO_ADAPTERS[task]
             status, body = upload_adapter(
                 url,
                 DEMO_ADMIN_KEY,
@@ -239,7 +243,7 @@ def evaluate_demo(
     from training.synthetic import generate
 
     out: dict[str, Path] = {}
-    with demo_stack(port=port, engine_port=engine_port, console=console) as stack:
+    with demo_stack(port=port, engine_port=engine_port, console=console, tasks=tasks) as stack:
         for task in tasks:
             cfg = load_config(demo_config_path(task), cuda_available=False)
             spec = cfg.test_datasets[0].synthetic
