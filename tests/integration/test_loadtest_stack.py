@@ -80,7 +80,8 @@ def test_ten_second_run_agrees_with_the_gateways_metrics(
     for arm, types in (("streamed", {"invoice-parsing"}), ("whole", set(ADAPTER_REFS))):
         total = report["arms"][arm]["total"]
         assert total["requests"] > 0 and total["errors"] == 0, total["errors_by_type"]
-        assert set(report["arms"][arm]["by_request_type"]) == types
+        # Drawn from the arm's mix (seeded); a ten-second run may not draw every entry.
+        assert set(report["arms"][arm]["by_request_type"]) <= types
     assert report["arms"]["streamed"]["total"]["ttft_s"]["count"] > 0
     assert report["arms"]["whole"]["total"]["ttft_s"]["count"] == 0
 
