@@ -2,12 +2,17 @@
 
 Keys are hashed on arrival and compared by hash only; the clear key is never stored,
 logged, labelled or echoed. Logs and metrics see the key's ``id``.
+
+``authorize`` is the one check: the ASGI middleware runs it before any body byte is
+read, and the route dependencies run it again (they also declare the scheme in the
+OpenAPI spec, and guard any app that is served without the middleware).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from adapters.errors import AuthenticationError, PermissionDeniedError
 from gateway.settings import ApiKey, Scope, Settings, hash_key
@@ -58,3 +63,17 @@ class KeyRing:
                 f"This API key lacks the '{scope}' scope needed for this endpoint.",
                 code="insufficient_scope",
             )
+
+
+def authorize(
+    keyring: KeyRing, authorization: str | None, scope: Scope, ctx: dict[str, Any]
+) -> ApiKey:
+    """The key behind ``authorization``, if it holds ``scope``; else 401 or 403.
+
+    The key's id goes into the request context before the scope check, so that the
+    access log names the key that was refused.
+    """
+    key = keyring.authenticate(authorization)
+    ctx["key_id"] = key.id
+    keyring.require(key, scope)
+    return key

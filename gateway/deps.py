@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.errors import UnsupportedMediaTypeError
+from gateway.auth import authorize
 from gateway.settings import ApiKey
+from gateway.settings import Scope as AuthScope
 from gateway.state import GatewayState
 
 # auto_error=False: we raise our own 401 in OpenAI's envelope; the scheme is declared so
@@ -34,20 +38,12 @@ def _ctx(request: Request) -> dict[str, Any]:
     return ctx
 
 
-def _authenticate(request: Request, gw: GatewayState) -> ApiKey:
-    key = gw.keyring.authenticate(request.headers.get("authorization"))
-    _ctx(request)["key_id"] = key.id
-    return key
-
-
 async def require_inference(
     request: Request,
     gw: Gw,
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> ApiKey:
-    key = _authenticate(request, gw)
-    gw.keyring.require(key, "inference")
-    return key
+    return authorize(gw.keyring, request.headers.get("authorization"), "inference", _ctx(request))
 
 
 async def require_admin(
@@ -55,9 +51,7 @@ async def require_admin(
     gw: Gw,
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> ApiKey:
-    key = _authenticate(request, gw)
-    gw.keyring.require(key, "admin")
-    return key
+    return authorize(gw.keyring, request.headers.get("authorization"), "admin", _ctx(request))
 
 
 InferenceKey = Annotated[ApiKey, Depends(require_inference)]
@@ -101,9 +95,34 @@ async def inference_call(
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> InferenceCall:
     gw: GatewayState = request.app.state.gw
-    key = _authenticate(request, gw)
-    gw.keyring.require(key, "inference")
-    return InferenceCall(gw, key, _ctx(request), x_request_type)
+    ctx = _ctx(request)
+    key = authorize(gw.keyring, request.headers.get("authorization"), "inference", ctx)
+    return InferenceCall(gw, key, ctx, x_request_type)
 
 
 Inference = Annotated[InferenceCall, Depends(inference_call)]
+
+# The auth dependencies and the scope each one demands. The middleware reads a route's
+# dependency tree through ``required_scope`` to check the key before the body is read.
+_SCOPE_OF: dict[Callable[..., Any], AuthScope] = {
+    require_inference: "inference",
+    require_admin: "admin",
+    inference_call: "inference",
+}
+
+
+def required_scope(route: object) -> AuthScope | None:
+    """The scope a route's dependencies demand (admin wins), or None for a public route."""
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    found: set[AuthScope] = set()
+    stack = [dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call is not None and dep.call in _SCOPE_OF:
+            found.add(_SCOPE_OF[dep.call])
+        stack.extend(dep.dependencies)
+    if "admin" in found:
+        return "admin"
+    return "inference" if found else None

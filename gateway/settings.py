@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,12 +20,41 @@ log = logging.getLogger("lora_gateway.settings")
 
 DEMO_INFERENCE_KEY = "demo-inference-key"
 DEMO_ADMIN_KEY = "demo-admin-key"
-Scope = Literal["inference", "admin"]
+# "metrics" alone lets a scraper read /metrics and nothing else; "admin" includes it.
+Scope = Literal["inference", "admin", "metrics"]
+
+# The fixed parts of the shutdown budget, in seconds (see ShutdownBudget).
+SHUTDOWN_ABORT_S = 2.0
+SHUTDOWN_FINAL_S = 2  # uvicorn's timeout_graceful_shutdown takes whole seconds
+SHUTDOWN_MARGIN_S = 3.0
+SHUTDOWN_RESERVE_S = SHUTDOWN_ABORT_S + SHUTDOWN_FINAL_S + SHUTDOWN_MARGIN_S
 
 
 def hash_key(key: str) -> str:
     """The stored form of an API key: keys are never kept or logged in clear."""
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShutdownBudget:
+    """How the platform's termination grace is spent, in order (seconds).
+
+    stop request → preStop sleep → SIGTERM → ``drain`` (readiness and new requests 503,
+    requests in flight run on) → ``abort`` (open streams get one ``shutting_down`` error
+    event, unanswered requests a 503) → ``final`` (uvicorn's timeout_graceful_shutdown,
+    for connections to close) → ``margin`` (lifespan shutdown, process exit) → SIGKILL.
+    """
+
+    termination: float
+    pre_stop: float
+    drain: float
+    abort: float = SHUTDOWN_ABORT_S
+    final: int = SHUTDOWN_FINAL_S
+    margin: float = SHUTDOWN_MARGIN_S
+
+    @property
+    def total(self) -> float:
+        return self.pre_stop + self.drain + self.abort + self.final + self.margin
 
 
 class ApiKey(BaseModel):
@@ -90,11 +120,68 @@ class Settings(BaseSettings):
     # Engine limits the registry validates against
     max_lora_rank: int = Field(default=16, description="The engines' --max-lora-rank.")
     max_loras: int = Field(default=4, ge=1, description="The engines' --max-loras.")
+    max_cpu_loras: int | None = Field(
+        default=None, ge=1, description="The engines' --max-cpu-loras (None: max_loras)."
+    )
+    max_loaded_adapters_per_engine: int | None = Field(
+        default=None,
+        ge=1,
+        description="Adapters the gateway keeps loaded on one engine; loading one more first "
+        "unloads the least recently used idle one, or is refused (503 adapter_capacity) if "
+        "all are busy. None: max_cpu_loras.",
+    )
+    # Several replicas (shared catalogue and engines)
+    catalogue_poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between catalogue checks and heartbeats."
+    )
+    replica_lease_ttl: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds after its last heartbeat that a replica counts as gone (its "
+        "in-flight requests no longer hold up unloads and deletes).",
+    )
+    drain_timeout: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds an unload or delete waits for in-flight requests on every "
+        "replica: an unload is then refused (409 adapter_in_use), a delete answers 202 and "
+        "finishes once they end.",
+    )
+    # Store garbage collection (also run once at start-up)
+    store_gc_interval: float = Field(
+        default=3600.0, ge=0, description="Seconds between store sweeps; 0: start-up only."
+    )
+    staging_grace: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A staging area untouched this long is a crashed upload's and is removed.",
+    )
     # Request limits
     max_body_bytes: int = Field(default=1_000_000, description="Largest inference body (413).")
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest adapter upload.")
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, description="Largest adapter upload (POST /v1/adapters only)."
+    )
+    max_admin_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Largest body of every route but inference and the adapter upload (413).",
+    )
     max_tokens_cap: int = Field(default=4096, description="Largest max_tokens a request may ask.")
     max_n: int = Field(default=8, description="Largest n a request may ask.")
+    max_best_of: int = Field(default=8, ge=1, description="Largest best_of a request may ask.")
+    max_logprobs: int = Field(
+        default=20,
+        ge=0,
+        le=20,
+        description="Largest top_logprobs (chat) or logprobs (completions) a request may ask.",
+    )
+    max_prompt_logprobs: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Largest prompt_logprobs a request may ask (the answer grows with the "
+        "prompt: this many log-probabilities for every prompt token).",
+    )
     max_prompt_chars: int = Field(default=200_000, description="Longest prompt, in characters.")
     rate_limit_rpm: int = Field(default=6000, description="Default requests per minute per key.")
     rate_limit_tpm: int = Field(default=2_000_000, description="Default tokens per minute per key.")
@@ -108,11 +195,44 @@ class Settings(BaseSettings):
     first_byte_timeout: float = Field(default=60.0, description="Until the first byte/token.")
     chunk_timeout: float = Field(default=30.0, description="Largest gap between streamed chunks.")
     request_timeout: float = Field(default=600.0, description="A whole non-streamed request.")
+    body_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client may take to send a request body (408 and close beyond).",
+    )
+    upload_read_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a client may take to send an adapter upload."
+    )
     # Health
     health_interval: float = Field(default=2.0, description="Seconds between engine checks.")
     health_failures: int = Field(default=2, description="Failed checks before ejection.")
-    shutdown_grace: float = Field(
-        default=20.0, description="Seconds for in-flight streams at exit."
+    # Shutdown: one budget, split by ShutdownBudget
+    termination_grace: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from the platform's stop request to SIGKILL: Kubernetes' "
+        "terminationGracePeriodSeconds, compose's stop_grace_period. The preStop delay, the "
+        "drain and the exit all fit inside it.",
+    )
+    pre_stop_delay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds the platform waits before SIGTERM (the Kubernetes preStop sleep); "
+        "spent out of termination_grace. 0 without a preStop hook.",
+    )
+    shutdown_grace: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds requests in flight get after SIGTERM; then open streams end with "
+        "a shutting_down error event. None: what termination_grace leaves after the preStop "
+        f"delay and the {SHUTDOWN_RESERVE_S:g} s exit reserve.",
+    )
+    # Metrics
+    metrics_auth: Literal["none", "key"] | None = Field(
+        default=None,
+        description="Who may read /metrics (its series name the routes and adapter versions in "
+        "use): 'key' needs an API key with the metrics or admin scope, 'none' leaves it open. "
+        "None: 'none' in demo mode, 'key' otherwise.",
     )
     log_level: str = Field(default="INFO")
 
@@ -154,6 +274,46 @@ class Settings(BaseSettings):
                     f"api_keys: key {k.id!r} is a public demo key; it is refused outside demo mode"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _fit_shutdown_budget(self) -> Settings:
+        room = self.termination_grace - self.pre_stop_delay - SHUTDOWN_RESERVE_S
+        if self.shutdown_grace is None and room < 1:
+            raise ValueError(
+                f"termination_grace: {self.termination_grace:g} s leaves under 1 s to drain "
+                f"after the preStop delay ({self.pre_stop_delay:g} s) and the "
+                f"{SHUTDOWN_RESERVE_S:g} s exit reserve"
+            )
+        if self.shutdown_grace is not None and self.shutdown_grace > room:
+            raise ValueError(
+                f"shutdown_grace: {self.shutdown_grace:g} s does not fit in termination_grace "
+                f"({self.termination_grace:g} s) after the preStop delay "
+                f"({self.pre_stop_delay:g} s) and the {SHUTDOWN_RESERVE_S:g} s exit reserve; "
+                f"at most {max(room, 0):g} s"
+            )
+        return self
+
+    @property
+    def shutdown_budget(self) -> ShutdownBudget:
+        room = self.termination_grace - self.pre_stop_delay - SHUTDOWN_RESERVE_S
+        return ShutdownBudget(
+            termination=self.termination_grace,
+            pre_stop=self.pre_stop_delay,
+            drain=self.shutdown_grace if self.shutdown_grace is not None else room,
+        )
+
+    @property
+    def metrics_key_required(self) -> bool:
+        if self.metrics_auth is None:
+            return not self.demo
+        return self.metrics_auth == "key"
+
+    @property
+    def adapter_budget(self) -> int:
+        """Adapters kept loaded per engine (``max_loaded_adapters_per_engine`` or its default)."""
+        if self.max_loaded_adapters_per_engine is not None:
+            return self.max_loaded_adapters_per_engine
+        return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
 
     @property
     def catalogue_url(self) -> str:
