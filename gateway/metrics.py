@@ -8,10 +8,13 @@ series are removed with ``forget_adapter``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+from adapters.errors import RateLimitError, ServiceUnavailableError
 
 OTHER = "other"
 
@@ -133,6 +136,19 @@ class GatewayMetrics:
             ["backend"],
             registry=r,
         )
+        self.loaded_adapters = Gauge(
+            "lora_gateway_loaded_adapters",
+            "Adapters this gateway knows to be loaded on an engine (its budget: "
+            "max_loaded_adapters_per_engine).",
+            ["backend"],
+            registry=r,
+        )
+        self.adapter_evictions = Counter(
+            "lora_gateway_adapter_evictions",
+            "Idle adapters unloaded to keep an engine within its adapter budget.",
+            ["backend"],
+            registry=r,
+        )
         self.schema_invalid = Counter(
             "lora_gateway_schema_invalid",
             "Answers that failed the route's JSON schema.",
@@ -141,14 +157,30 @@ class GatewayMetrics:
         )
         self.rate_limited = Counter(
             "lora_gateway_rate_limited",
-            "Requests refused by a limit, by reason.",
+            "Requests refused by a limit, by reason (the error code: rate_limit_requests, "
+            "rate_limit_tokens, rate_limit_cold_loads, too_many_in_flight, overloaded).",
             ["reason"],
             registry=r,
         )
 
+    @contextlib.contextmanager
+    def refusals(self) -> Iterator[None]:
+        """Count a limit's refusal (429, or 503 at the gateway's in-flight cap) by its code."""
+        try:
+            yield
+        except (RateLimitError, ServiceUnavailableError) as exc:
+            self.rate_limited.labels(exc.code).inc()
+            raise
+
     def record_load(self, backend: str, seconds: float, result: str) -> None:
         self.adapter_loads.labels(backend, result).inc()
         self.adapter_load_latency.labels(backend).observe(seconds)
+
+    def record_holds(self, backend: str, loaded: int) -> None:
+        self.loaded_adapters.labels(backend).set(loaded)
+
+    def record_eviction(self, backend: str) -> None:
+        self.adapter_evictions.labels(backend).inc()
 
     def record_health(self, backend: str, healthy: bool) -> None:
         self.backend_healthy.labels(backend).set(1 if healthy else 0)

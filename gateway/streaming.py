@@ -4,18 +4,24 @@ Starlette's ``StreamingResponse`` only listens for ``http.disconnect`` under ASG
 versions before 2.4 and otherwise learns of a gone client at its next write, which
 never comes while the engine is stalled. This response always listens, cancels the
 relay on disconnect (closing the upstream connection, so vLLM aborts the generation),
-and runs the reply's ``finish`` exactly once, even if the relay never started.
+and runs the reply's ``finish`` exactly once, even if the relay never started. If the
+reply's chunks raise anything but a gone client, the status has been sent already: the
+stream ends with one ``data: {"error": ...}`` event and closes, as any broken stream does.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.inference.serving import StreamReply
+from adapters.errors import GatewayError
+from gateway.inference.relay import StreamReply, sse_error
+
+log = logging.getLogger("lora_gateway.streaming")
 
 
 class ProxyStreamResponse(Response):
@@ -42,9 +48,18 @@ class ProxyStreamResponse(Response):
                                 "headers": self.raw_headers,
                             }
                         )
-                        async for chunk in self.reply.chunks:
+                        try:
+                            async for chunk in self.reply.chunks:
+                                await send(
+                                    {"type": "http.response.body", "body": chunk, "more_body": True}
+                                )
+                        except OSError:
+                            raise
+                        except Exception:
+                            log.exception("streamed reply failed after its status was sent")
+                            broken = sse_error(GatewayError("The gateway hit an internal error."))
                             await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                                {"type": "http.response.body", "body": broken, "more_body": True}
                             )
                         await send({"type": "http.response.body", "body": b"", "more_body": False})
                     except OSError:

@@ -12,6 +12,11 @@ Errors a caller can act on:
     ├── EngineUnreachable   never delivered (refused/reset before sending): safe to retry
     ├── EngineTimeout       connect or first byte or chunk gap exceeded
     └── EngineHTTPError     the engine answered with an error status (status, body)
+
+aiohttp reports a malformed or over-long response (a streamed line past its 512 KiB
+line limit raises ``LineTooLong``) with ``http_exceptions`` that are not ``ClientError``;
+they are engine failures like any other, so every call turns them into ``EngineError``
+too. Messages name the engine and aiohttp's error; they are for logs, not for callers.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# What aiohttp raises for a broken response: ClientError, its parser's HttpProcessingError
+# (LineTooLong, BadHttpMessage...) and, from StreamReader.readline, ValueError.
+BROKEN_RESPONSE = (aiohttp.ClientError, HttpProcessingError)
 
 
 class EngineError(Exception):
@@ -92,8 +101,8 @@ class UpstreamStream:
             except TimeoutError as exc:
                 phase = "first_byte" if limit == self._timeouts.first_byte else "chunk"
                 raise EngineTimeout(f"engine stalled ({phase} timeout)", phase=phase) from exc
-            except aiohttp.ClientError as exc:
-                raise EngineError(f"engine connection broke mid-stream: {exc!r}") from exc
+            except (*BROKEN_RESPONSE, ValueError) as exc:
+                raise EngineError(f"engine stream broke: {exc!r}") from exc
             if not line:
                 return
             if line != b"\n":
@@ -211,7 +220,7 @@ class VLLMBackend:
             ) from exc
         except TimeoutError as exc:
             raise EngineTimeout("engine did not answer in time", phase="first_byte") from exc
-        except aiohttp.ClientError as exc:
+        except BROKEN_RESPONSE as exc:
             raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
 
     async def _post(self, path: str, body: bytes) -> bytes:
@@ -226,7 +235,7 @@ class VLLMBackend:
                     resp.release()
         except TimeoutError as exc:
             raise EngineTimeout("engine did not answer in time", phase="total") from exc
-        except aiohttp.ClientError as exc:
+        except BROKEN_RESPONSE as exc:
             raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
         if resp.status >= 400:
             raise EngineHTTPError(resp.status, data)
@@ -245,7 +254,7 @@ class VLLMBackend:
             ) from exc
         except TimeoutError as exc:
             raise EngineTimeout("engine did not answer in time", phase="total") from exc
-        except aiohttp.ClientError as exc:
+        except BROKEN_RESPONSE as exc:
             raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
         if status >= 400:
             raise EngineHTTPError(status, data)

@@ -2,50 +2,50 @@
 
 Everything that can refuse a request happens before the first byte is sent to the
 client (route, limits, adapter placement, the upstream's status), because after
-``http.response.start`` the status cannot change. A stream that breaks afterwards
-ends with one ``data: {"error": ...}`` event, never with an invented ``finish_reason``.
-This module never imports FastAPI.
+``http.response.start`` the status cannot change. Placing and sending live in
+``upstream`` (with the backend lease and the mapping of engine errors), the stream
+relay in ``relay``. This module never imports FastAPI.
+
+The ``model`` a caller sent is echoed in the answer in place of the engine's name for
+it, JSON-encoded, so that no value (quotes, newlines) can add keys, break the JSON or
+forge server-sent events.
+
+Token accounting: the engine's ``usage`` when it arrives. A stream that ends without it
+(the client left, the engine broke) is debited what it generated, counted from the
+deltas relayed (see ``relay``), plus its prompt estimated at 4 characters per token
+(the usual figure for BPE vocabularies on English text), so that disconnecting does not
+get around the tokens-per-minute limit. Estimates go to the limiter only; the token
+metrics count the engine's usage alone.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from jsonschema import Draft202012Validator
 
-from adapters.errors import (
-    GatewayError,
-    GatewayTimeoutError,
-    InvalidRequestError,
-    NotFoundError,
-    UpstreamError,
-)
+from adapters.errors import InvalidRequestError, UpstreamError
+from gateway.inference.caps import check_request_caps
 from gateway.inference.projection import (
     choice_text,
     project_choices,
     schema_mismatch,
-    sse_events,
     stream_check,
 )
 from gateway.inference.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.inference.relay import StreamEnd, StreamReply, relay_stream, sse_error
+from gateway.inference.upstream import Lease, send_to_engine
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
-from router.backend import (
-    EngineError,
-    EngineHTTPError,
-    EngineTimeout,
-    EngineUnreachable,
-    UpstreamStream,
-)
-from router.pool import BackendState
+from router.backend import UpstreamStream
 from router.resolver import Resolution
 
+__all__ = ["InferenceService", "Reply", "StreamReply", "prompt_chars", "sse_error"]
+
 Kind = Literal["chat", "completion"]
-PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -54,24 +54,6 @@ class Reply:
 
     body: bytes
     headers: dict[str, str]
-
-
-@dataclass
-class StreamReply:
-    """A streamed answer; ``finish`` must run exactly once whatever happens."""
-
-    chunks: AsyncIterator[bytes]
-    headers: dict[str, str]
-    _finish: Any = field(repr=False, default=None)
-
-    async def finish(self) -> None:
-        if self._finish is not None:
-            fn, self._finish = self._finish, None
-            await fn()
-
-
-def sse_error(exc: GatewayError) -> bytes:
-    return b"data: " + orjson.dumps(exc.to_body()) + b"\n\n"
 
 
 def prompt_chars(kind: Kind, body: dict[str, Any]) -> int:
@@ -90,6 +72,14 @@ def prompt_chars(kind: Kind, body: dict[str, Any]) -> int:
     if isinstance(p, list):
         return sum(len(x) if isinstance(x, str | list) else 1 for x in p)
     return 0
+
+
+def model_rename(res: Resolution, requested: str) -> tuple[bytes, bytes]:
+    """The engine's ``"model":"<engine name>"`` and, JSON-encoded, what replaces it."""
+    return (
+        b'"model":' + orjson.dumps(res.engine_model),
+        b'"model":' + orjson.dumps(requested),
+    )
 
 
 class InferenceService:
@@ -126,19 +116,7 @@ class InferenceService:
     # --- checks -------------------------------------------------------------------------
     def _check_limits(self, kind: Kind, body: dict[str, Any]) -> None:
         s = self.gw.settings
-        for name in ("max_tokens", "max_completion_tokens"):
-            v = body.get(name)
-            if v is not None and v > s.max_tokens_cap:
-                raise InvalidRequestError(
-                    f"{name} is {v}, above this gateway's cap of {s.max_tokens_cap}.",
-                    code="max_tokens_too_large",
-                    param=name,
-                )
-        n = body.get("n")
-        if n is not None and n > s.max_n:
-            raise InvalidRequestError(
-                f"n is {n}, above this gateway's cap of {s.max_n}.", code="n_too_large", param="n"
-            )
+        check_request_caps(kind, body, s)
         chars = prompt_chars(kind, body)
         if chars > s.max_prompt_chars:
             raise InvalidRequestError(
@@ -217,8 +195,9 @@ class InferenceService:
         ctx["adapter_label"] = labels.adapter(res.adapter_id)
         self._apply_route(kind, body, res)
 
-        gw.limiter.admit(key.id, rpm=key.rpm, tpm=key.tpm)
-        gw.inflight.enter(key.id, key.max_in_flight)
+        with gw.metrics.refusals():
+            gw.limiter.admit(key.id, rpm=key.rpm, tpm=key.tpm)
+            gw.inflight.enter(key.id, key.max_in_flight)
         try:
             stream = bool(body.get("stream"))
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -227,117 +206,47 @@ class InferenceService:
                     **(body.get("stream_options") or {}),
                     "include_usage": True,
                 }
+            prompt_estimate = -(-prompt_chars(kind, body) // CHARS_PER_TOKEN)
             body["model"] = res.engine_model
             payload = orjson.dumps(body)
             headers = {"X-Adapter-Version": res.adapter_id}
             if res.route_name:
                 headers["X-Request-Type"] = res.route_name
-            st, sent, cold = await self._send(kind, payload, res, key, stream, ctx)
-            ctx["cold"] = cold
-            rename = (f'"model":"{res.engine_model}"'.encode(), f'"model":"{requested}"'.encode())
-            if isinstance(sent, UpstreamStream):
-                return self._relay(sent, st, res, key, ctx, headers, wants_usage, rename)
+            sent = await send_to_engine(gw, kind, payload, res, key, stream=stream, ctx=ctx)
+            ctx["cold"] = sent.cold
+            rename = model_rename(res, requested)
+            if sent.stream is not None:
+                # From here the relay owns the lease and this request's in-flight slot.
+                return self._relay(
+                    sent.stream,
+                    sent.lease,
+                    res,
+                    key,
+                    ctx,
+                    headers,
+                    wants_usage,
+                    rename,
+                    prompt_estimate,
+                )
         except BaseException:
             gw.inflight.leave(key.id)
             raise
         try:
-            return self._complete(sent, st, res, key, ctx, headers, rename)
+            return self._complete(sent.body, res, key, ctx, headers, rename)
         finally:
             gw.inflight.leave(key.id)
 
-    async def _send(
+    def _account(
         self,
-        kind: Kind,
-        payload: bytes,
-        res: Resolution,
-        key: ApiKey,
-        stream: bool,
         ctx: dict[str, Any],
-    ) -> tuple[BackendState, bytes | UpstreamStream, bool]:
-        """Place the adapter and send; retry elsewhere only if nothing was delivered."""
-        pool = self.gw.pool
-        exclude: set[str] = set()
-        reloaded = False
-        cold = False
-        version = res.version
-        for _ in range(len(pool.states) + 2):
-            st = pool.choose(version, exclude=exclude)
-            backend = st.backend
-            ctx["backend"] = backend.name
-            try:
-                if version is not None and not st.serves(version.engine_name):
-                    self.gw.limiter.admit_cold_load(key.id)
-                    cold = await pool.ensure_loaded(st, version) or cold
-                t0 = time.perf_counter()
-                backend.outstanding += 1
-                if version is not None:
-                    st.begin(version.engine_name)
-                try:
-                    if stream:
-                        sent: bytes | UpstreamStream = await backend.stream(PATHS[kind], payload)
-                    elif kind == "chat":
-                        sent = await backend.chat(payload)
-                    else:
-                        sent = await backend.completion(payload)
-                except BaseException:
-                    if stream and version is not None:
-                        st.end(version.engine_name)
-                    raise
-                finally:
-                    if not stream:
-                        backend.outstanding -= 1
-                        if version is not None:
-                            st.end(version.engine_name)
-                if not stream:
-                    self.gw.metrics.upstream_latency.labels(backend.name).observe(
-                        time.perf_counter() - t0
-                    )
-                    ctx["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-                return st, sent, cold
-            except EngineUnreachable:
-                if stream:
-                    backend.outstanding -= 1
-                pool.report_unreachable(backend)
-                exclude.add(backend.name)
-                continue
-            except EngineHTTPError as exc:
-                if stream:
-                    backend.outstanding -= 1
-                msg = exc.message()
-                if (
-                    exc.status == 404
-                    and version is not None
-                    and not reloaded
-                    and "does not exist" in msg
-                ):
-                    # Evicted from the engine or the engine restarted: load once more.
-                    pool.forget(st, version.engine_name)
-                    reloaded = True
-                    continue
-                raise self._map_http(exc, res) from exc
-            except EngineTimeout as exc:
-                if stream:
-                    backend.outstanding -= 1
-                raise GatewayTimeoutError(
-                    f"The engine did not answer within the {exc.phase.replace('_', ' ')} timeout.",
-                    code="upstream_timeout",
-                ) from exc
-            except EngineError as exc:
-                if stream:
-                    backend.outstanding -= 1
-                raise UpstreamError(f"The engine failed: {exc}", code="upstream_error") from exc
-        raise UpstreamError("The engine kept refusing the request.", code="upstream_error")
-
-    def _map_http(self, exc: EngineHTTPError, res: Resolution) -> GatewayError:
-        msg = exc.message().replace(res.engine_model, res.requested)
-        if exc.status == 404:
-            return NotFoundError(msg, code="model_not_found", param="model")
-        if 400 <= exc.status < 500:
-            return InvalidRequestError(msg, code="invalid_request")
-        return UpstreamError(f"The engine answered {exc.status}: {msg}", code="upstream_error")
-
-    def _account(self, ctx: dict[str, Any], key: ApiKey, usage: dict[str, Any] | None) -> None:
+        key: ApiKey,
+        usage: dict[str, Any] | None,
+        *,
+        estimate: int = 0,
+    ) -> None:
+        """Count the engine's usage; without it, debit the limiter ``estimate`` tokens."""
         if not usage:
+            self.gw.limiter.debit_tokens(key.id, estimate)
             return
         m = self.gw.metrics
         pt = int(usage.get("prompt_tokens") or 0)
@@ -352,7 +261,6 @@ class InferenceService:
     def _complete(
         self,
         data: bytes,
-        st: BackendState,
         res: Resolution,
         key: ApiKey,
         ctx: dict[str, Any],
@@ -363,6 +271,8 @@ class InferenceService:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError("The engine answered with invalid JSON.") from exc
+        if not isinstance(obj, dict):
+            raise UpstreamError("The engine answered with something other than an object.")
         self._account(ctx, key, obj.get("usage"))
         route = res.route
         if route is None or route.json_schema is None:
@@ -380,20 +290,16 @@ class InferenceService:
     def _relay(
         self,
         upstream: UpstreamStream,
-        st: BackendState,
+        lease: Lease,
         res: Resolution,
         key: ApiKey,
         ctx: dict[str, Any],
         headers: dict[str, str],
         wants_usage: bool,
         rename: tuple[bytes, bytes],
+        prompt_estimate: int,
     ) -> StreamReply:
-        gw = self.gw
-        m = gw.metrics
-        lab = (ctx["route_label"], ctx["adapter_label"])
         schema = res.route.json_schema if res.route is not None else None
-        t0 = upstream.started
-        state: dict[str, Any] = {"first": None, "done": False, "usage": None}
         watch = stream_check(
             res.route,
             lambda text: schema is not None and self._schema_ok(schema, text),
@@ -401,85 +307,20 @@ class InferenceService:
             request_id=ctx.get("request_id"),
         )
 
-        async def finish() -> None:
-            await upstream.close()
-            st.backend.outstanding -= 1
-            if res.version is not None:
-                st.end(res.version.engine_name)
-            gw.inflight.leave(key.id)
-            self._account(ctx, key, state["usage"])
-            m.upstream_latency.labels(st.backend.name).observe(time.perf_counter() - t0)
-            if watch is not None and (ok := watch.verdict(state["done"])) is not None:
+        def settle(end: StreamEnd) -> None:
+            self.gw.inflight.leave(key.id)
+            self._account(ctx, key, end.usage, estimate=prompt_estimate + end.generated)
+            if watch is not None and (ok := watch.verdict(end.done)) is not None:
                 self._record_schema(ctx, ok)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            itl = m.itl.labels(*lab)
-            last = 0.0
-            pending = b""
-            try:
-                async for line in upstream.lines():
-                    if line == b"\n":
-                        if pending:
-                            yield pending + b"\n"
-                            pending = b""
-                        continue
-                    if not line.startswith(b"data:"):
-                        continue  # comments and other fields carry nothing for clients
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        state["done"] = True
-                        if watch is not None and (held := watch.flush()):
-                            yield sse_events(held, rename)
-                        pending = line
-                        continue
-                    if b'"usage"' in data and b'"choices":[]' in data:
-                        state["usage"] = orjson.loads(data).get("usage")
-                        if watch is not None and (held := watch.flush()):
-                            yield sse_events(held, rename)
-                        if not wants_usage:
-                            continue
-                    else:
-                        now = time.perf_counter()
-                        if state["first"] is None:
-                            state["first"] = now
-                            ttft = now - t0
-                            ctx["ttft_ms"] = round(ttft * 1000, 2)
-                            m.ttft.labels(*lab, "cold" if ctx.get("cold") else "warm").observe(ttft)
-                        else:
-                            itl.observe(now - last)
-                        last = now
-                        # With working fields, content is held back until it is whole.
-                        if watch is not None and (out := watch.feed(data)) is not None:
-                            if out:
-                                yield sse_events(out, rename)
-                            continue
-                    pending = line.replace(*rename, 1)
-                if pending:
-                    yield pending + b"\n"
-                if not state["done"]:
-                    ctx["error_type"] = "upstream_error"
-                    yield sse_error(
-                        UpstreamError(
-                            "The engine closed the stream before it was complete.",
-                            code="upstream_eof",
-                        )
-                    )
-            except GatewayError as exc:  # a held-back answer failed its schema
-                ctx["error_type"] = exc.type
-                yield sse_error(exc)
-            except EngineTimeout:
-                ctx["error_type"] = "timeout_error"
-                yield sse_error(
-                    GatewayTimeoutError(
-                        "The engine stopped sending tokens (chunk timeout).",
-                        code="upstream_stalled",
-                    )
-                )
-            except EngineError as exc:
-                ctx["error_type"] = "upstream_error"
-                yield sse_error(
-                    UpstreamError(f"The engine stream broke: {exc}", code="upstream_error")
-                )
-
-        headers = {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamReply(chunks(), headers, finish)
+        return relay_stream(
+            upstream,
+            lease,
+            metrics=self.gw.metrics,
+            ctx=ctx,
+            headers=headers,
+            wants_usage=wants_usage,
+            rename=rename,
+            watch=watch,
+            settle=settle,
+        )

@@ -1,0 +1,151 @@
+"""The stream path's parts on their own: the engine client, the lease, the relay, the response."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.inference.projection import StreamCheck
+from gateway.inference.relay import StreamReply, delta_tokens
+from gateway.inference.upstream import Lease
+from gateway.streaming import ProxyStreamResponse
+from router.backend import EngineError, VLLMBackend
+from router.pool import BackendState
+from tests.support import ThreadServer
+
+BIG = 600 * 1024  # over aiohttp's 512 KiB line limit
+
+
+def _chunk(idx: int, *, content: str | None = None, text: str | None = None) -> bytes:
+    if text is not None:
+        choice: dict[str, Any] = {"index": idx, "text": text, "finish_reason": None}
+    else:
+        choice = {"index": idx, "delta": {"content": content}, "finish_reason": None}
+    return orjson.dumps({"id": "x", "model": "base", "choices": [choice]})
+
+
+# --- the engine client: an over-long line is an EngineError ----------------------------------
+async def test_over_long_stream_line_is_an_engine_error() -> None:
+    async def stream(_: Request) -> Response:
+        async def gen() -> AsyncIterator[bytes]:
+            yield b"data: " + _chunk(0, content="ok") + b"\n\n"
+            yield b"data: " + _chunk(0, content="z" * BIG) + b"\n\n"
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", stream, methods=["POST"])])
+    with ThreadServer(app) as server:
+        backend = VLLMBackend(server.url)
+        upstream = await backend.stream("/v1/chat/completions", b"{}")
+        seen: list[bytes] = []
+        try:
+            with pytest.raises(EngineError) as caught:
+                async for line in upstream.lines():
+                    seen.append(line)
+        finally:
+            await upstream.close()
+            await backend.close()
+    assert seen[0].startswith(b"data: ") and b'"ok"' in seen[0]
+    assert "LineTooLong" in str(caught.value)
+
+
+# --- the lease: counted once, given back once ----------------------------------------------
+def test_lease_is_given_back_exactly_once() -> None:
+    st = BackendState(VLLMBackend("http://127.0.0.1:9"))
+    with Lease(st, "tiny-v1") as lease:
+        assert st.backend.outstanding == 1 and st.active == {"tiny-v1": 1}
+        heir = lease.hand_over()
+    # Handed over: leaving the block gave nothing back; the heir does, once.
+    assert st.backend.outstanding == 1 and st.active == {"tiny-v1": 1}
+    heir.release()
+    heir.release()
+    assert st.backend.outstanding == 0 and st.active == {}
+    try:
+        with Lease(st, None):
+            raise RuntimeError("the send failed")
+    except RuntimeError:
+        pass
+    assert st.backend.outstanding == 0
+
+
+# --- token counting for streams that end early ---------------------------------------------
+def test_delta_tokens_counts_one_per_choice_with_content() -> None:
+    assert delta_tokens(_chunk(0, content="pal")) == 1
+    assert delta_tokens(_chunk(1, text="let")) == 1
+    assert delta_tokens(_chunk(0, content="")) == 0  # the role chunk, a finish chunk
+    assert delta_tokens(_chunk(0, text="")) == 0
+    two = {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "text": "b"}]}
+    assert delta_tokens(orjson.dumps(two)) == 2
+    tool = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}]}
+    assert delta_tokens(orjson.dumps(tool)) == 1
+    assert delta_tokens(b"not json") == 0
+    assert delta_tokens(b'{"choices":[],"usage":{"prompt_tokens":3}}') == 0
+
+
+# --- the streamed schema check is per choice ------------------------------------------------
+def _valid(text: str) -> bool:
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+@pytest.mark.parametrize("field", ["content", "text"])
+def test_streamed_schema_check_is_per_choice(field: str) -> None:
+    def feed(check: StreamCheck, answers: list[str]) -> None:
+        # Interleaved one piece at a time, as vLLM streams n > 1.
+        for step in range(max(len(a) for a in answers)):
+            for idx, answer in enumerate(answers):
+                if step < len(answer):
+                    check.feed(_chunk(idx, **{field: answer[step]}))
+
+    both = StreamCheck(_valid)
+    feed(both, ['{"a": 1}', '{"b": 22}'])
+    assert both.verdict(True) is True  # joined across choices it would be invalid JSON
+    one_bad = StreamCheck(_valid)
+    feed(one_bad, ['{"a": 1}', "not json"])
+    assert one_bad.verdict(True) is False
+    assert one_bad.verdict(False) is None  # a broken stream is not judged
+
+
+# --- the response: anything a reply raises ends as one error event ----------------------------
+async def test_a_reply_that_raises_ends_with_one_error_event() -> None:
+    finished: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"data: " + _chunk(0, content="first") + b"\n\n"
+        raise RuntimeError("something unexpected")
+
+    async def finish() -> None:
+        finished.append(1)
+
+    reply = StreamReply(chunks(), {}, finish)
+    sent: list[dict[str, Any]] = []
+    asked = [False]
+
+    async def receive() -> dict[str, Any]:
+        if not asked[0]:
+            asked[0] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await ProxyStreamResponse(reply)({"type": "http"}, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    events = [e for e in body.split(b"\n\n") if e]
+    assert len(events) == 2
+    error = orjson.loads(events[1].removeprefix(b"data: "))
+    assert error["error"]["type"] == "server_error" and "unexpected" not in body.decode()
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert finished == [1]
