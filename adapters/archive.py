@@ -19,6 +19,11 @@ Refusal codes (all :class:`AdapterValidationError`):
     archive_too_many_entries 413  more members than ``max_entries``
     archive_too_large        413  total or single-file bytes over the limit
     archive_ratio_exceeded   413  uncompressed/compressed ratio over ``max_ratio``
+
+Metadata is bounded before the standard library reads it (:mod:`adapters.archive_meta`):
+a zip's directory is checked against ``max_entries`` before ``ZipFile`` parses it,
+and tar metadata headers (pax, GNU long names) are capped before they are buffered
+(``archive_metadata_too_large``, 413).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from adapters.archive_meta import bounded_tarinfo, check_zip_directory
 from adapters.errors import AdapterValidationError
 
 ArchiveKind = Literal["tar.gz", "zip"]
@@ -248,7 +254,10 @@ def _extract_tar(archive: Path, ex: _Extractor) -> None:
         counted = _CountingReader(gz, ex.budget)
         # Stream mode ("r|"): members are read in order, nothing is seeked or
         # listed ahead, so a huge member list is cut off by max_entries.
-        with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
+        # bounded_tarinfo(): pax and long-name headers are checked before they are read.
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=counted, mode="r|", tarinfo=bounded_tarinfo()
+        ) as tf:
             for member in tf:
                 ex.count_entry()
                 parts = _safe_parts(member.name)
@@ -279,38 +288,36 @@ def _extract_tar(archive: Path, ex: _Extractor) -> None:
 
 
 def _extract_zip(archive: Path, ex: _Extractor) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        if len(infos) > ex.limits.max_entries:
+    with archive.open("rb") as raw:
+        # ZipFile parses the whole central directory on construction: count it first.
+        check_zip_directory(raw, ex.limits.max_entries)
+        with zipfile.ZipFile(raw) as zf:
+            _extract_zip_members(zf, ex)
+
+
+def _extract_zip_members(zf: zipfile.ZipFile, ex: _Extractor) -> None:
+    for info in zf.infolist():
+        ex.count_entry()
+        parts = _safe_parts(info.filename)
+        mode = (info.external_attr >> 16) & 0xFFFF
+        if stat.S_ISLNK(mode):
+            raise _refuse(f"member {info.filename!r} is a link; links are refused", "archive_link")
+        # Many zip writers store permission bits only (no file type): that is a file.
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise _refuse(
-                f"archive has more than {ex.limits.max_entries} entries",
-                "archive_too_many_entries",
-                413,
+                f"member {info.filename!r} is not a regular file or directory",
+                "archive_special_file",
             )
-        for info in infos:
-            ex.count_entry()
-            parts = _safe_parts(info.filename)
-            mode = (info.external_attr >> 16) & 0xFFFF
-            if stat.S_ISLNK(mode):
-                raise _refuse(
-                    f"member {info.filename!r} is a link; links are refused", "archive_link"
-                )
-            # Many zip writers store permission bits only (no file type): that is a file.
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise _refuse(
-                    f"member {info.filename!r} is not a regular file or directory",
-                    "archive_special_file",
-                )
-            if info.flag_bits & 0x1:
-                raise _refuse(f"member {info.filename!r} is encrypted", "archive_encrypted", 415)
-            if parts is None or not ex.claim(parts, info.filename):
-                continue
-            if info.is_dir():
-                ex.make_dir(parts)
-                continue
-            with zf.open(info) as src:
-                counted = _CountingReader(src, ex.budget)
-                ex.write_file(parts, counted, info.filename)
+        if info.flag_bits & 0x1:
+            raise _refuse(f"member {info.filename!r} is encrypted", "archive_encrypted", 415)
+        if parts is None or not ex.claim(parts, info.filename):
+            continue
+        if info.is_dir():
+            ex.make_dir(parts)
+            continue
+        with zf.open(info) as src:
+            counted = _CountingReader(src, ex.budget)
+            ex.write_file(parts, counted, info.filename)
 
 
 def extract_archive(archive: Path, dest: Path, *, filename: str, limits: ArchiveLimits) -> None:

@@ -20,6 +20,9 @@ from adapters.errors import InvalidRequestError, NotFoundError
 DEFAULT_ALIAS = "prod"
 LATEST = "latest"
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
+# Versions are 32-bit in the catalogue (at most 10 digits). A longer run of digits
+# names no version, and is never handed to int(), which refuses past 4,300 digits.
+VERSION_RE = re.compile(r"^[0-9]{1,10}$")
 
 
 def check_alias(alias: str) -> str:
@@ -240,8 +243,10 @@ class CatalogueSnapshot:
             return self.get(name, target) if target is not None else self.latest(name)
         if selector == LATEST:
             return self.latest(name)
-        if selector.isdigit() and selector.isascii():
+        if VERSION_RE.fullmatch(selector):
             return self.get(name, int(selector))
+        if selector.isdigit():
+            return None  # too many digits (or not ASCII digits) for any version
         target = self.aliases.get(name, {}).get(selector)
         return self.get(name, target) if target is not None else None
 

@@ -5,7 +5,7 @@ Kept apart from the registry so that the gateway can check the small fields
 
 Refusal codes (400 unless noted): ``invalid_name``, ``name_reserved``,
 ``invalid_description``, ``invalid_labels``, ``invalid_eval`` (413 if too large),
-``invalid_alias``, ``file_too_large`` (413).
+``invalid_alias``, ``invalid_filename``, ``file_too_large`` (413).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ MAX_LABEL_KEY = 64
 MAX_LABEL_VALUE = 512
 MAX_EVAL_BYTES = 1024 * 1024
 MAX_WHO = 256
+MAX_FILENAME_BYTES = 255  # one path component on Linux filesystems
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,29 @@ def check_upload_meta(
         eval_report=eval_report,
         alias=alias,
     )
+
+
+def spool_name(filename: str | None) -> str:
+    """The local name to spool a client's upload under: the last part of ``filename``.
+
+    A client names its file freely; only the last path component is kept, and one
+    that cannot be a file in the staging directory ('', '.', '..', a NUL, over 255
+    bytes) is refused with ``invalid_filename`` rather than failing in ``open``.
+    """
+    if not filename:
+        return "upload"
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        size = MAX_FILENAME_BYTES + 1
+    if name in ("", ".", "..") or "\x00" in name or size > MAX_FILENAME_BYTES:
+        raise _bad(
+            f"the uploaded file's name {filename[:80]!r} is not a usable file name",
+            "invalid_filename",
+            "file",
+        )
+    return name
 
 
 def copy_limited(src: Path, dst: Path, limit: int, *, param: str) -> None:
