@@ -17,6 +17,10 @@ Concurrency. Every write transaction starts by bumping the single row of
 Uploads are rare administrative events, so one global write lock costs nothing
 that matters, and it makes every multi-row change atomic and simple. The unique
 constraints ``(name, version)`` and ``(name, digest)`` remain as a second line.
+
+A second counter row (``EPOCH_ROW``) orders the drain marks of
+:mod:`adapters.leases`; replica heartbeats bump neither counter, so they never make
+the other replicas reload their snapshot.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from adapters.records import AdapterVersion, AliasChange, AliasRecord
 
 SCHEMA_VERSION = 1
+GENERATION_ROW = 1  # catalogue_state row whose counter moves on every catalogue change
+EPOCH_ROW = 2  # catalogue_state row whose counter moves on every drain mark or lift
 _WRITE_OPTION = "lora_gateway_write"
 # pg_advisory_xact_lock key for schema creation (any fixed 64-bit number).
 _PG_SCHEMA_LOCK = 0x4C4F5241_47570001
@@ -73,7 +79,8 @@ class Base(DeclarativeBase):
 
 
 class StateRow(Base):
-    """The catalogue's single state row: the write lock and the change generation."""
+    """A counter row: ``GENERATION_ROW`` (the write lock and change generation) or
+    ``EPOCH_ROW`` (the order of drain marks)."""
 
     __tablename__ = "catalogue_state"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -118,7 +125,10 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     status: Mapped[str] = mapped_column(String(32), default="registered")
 
-    def to_record(self, adapter: AdapterRow, path: Path) -> AdapterVersion:
+    def to_record(
+        self, adapter: AdapterRow, path: Path, *, with_eval: bool = True
+    ) -> AdapterVersion:
+        """The immutable record; ``with_eval=False`` leaves the (large) eval report out."""
         return AdapterVersion(
             name=self.name,
             version=self.version,
@@ -134,7 +144,7 @@ class VersionRow(Base):
             uploaded_by=self.uploaded_by,
             description=adapter.description,
             labels=dict(adapter.labels or {}),
-            eval=self.eval,
+            eval=self.eval if with_eval else None,
             files=tuple(dict(f) for f in self.files),
         )
 
@@ -181,6 +191,37 @@ class AliasHistoryRow(Base):
             self.changed_by,
             iso(self.changed_at),
         )
+
+
+class ReplicaRow(Base):
+    """One gateway replica's heartbeat: the drain epoch it has applied, what it has in flight."""
+
+    __tablename__ = "gateway_replicas"
+    replica_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # -1 until the replica has read the drain marks once (it serves nothing before).
+    seen_epoch: Mapped[int] = mapped_column(BigInteger, default=-1)
+    # [[engine url, engine adapter name], ...] with requests in flight or a load under way.
+    in_use: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DrainRow(Base):
+    """A mark that stops every replica from starting new uses of an adapter on engines."""
+
+    __tablename__ = "adapter_drains"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    engine_name: Mapped[str] = mapped_column(String(256), index=True)
+    # The engine URL to drain, or None for every engine.
+    engine_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "delete" or "unload"
+    # The version a delete mark retires (None on unload marks, which only name the engine's).
+    name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # An unload mark dies with its owner; a delete mark lasts until the delete is done.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -236,24 +277,47 @@ class Catalogue:
                 # Two replicas starting together must not both CREATE TABLE.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             Base.metadata.create_all(conn)
-        with contextlib.suppress(IntegrityError), Session(self.engine) as s, s.begin():
-            if s.get(StateRow, 1) is None:
-                s.add(StateRow(id=1, generation=0, schema_version=SCHEMA_VERSION))
+        for row_id in (GENERATION_ROW, EPOCH_ROW):
+            with contextlib.suppress(IntegrityError), Session(self.engine) as s, s.begin():
+                if s.get(StateRow, row_id) is None:
+                    s.add(StateRow(id=row_id, generation=0, schema_version=SCHEMA_VERSION))
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
-        """A write transaction holding the catalogue's write lock; commits on success."""
+    def write(self, *, bump: int | None = GENERATION_ROW) -> Iterator[Session]:
+        """A write transaction; commits on success.
+
+        ``bump`` names the counter row to move first, which also takes that row's
+        lock (on SQLite, ``BEGIN IMMEDIATE`` serialises every writer anyway).
+        ``bump=None`` is for rows only their owner writes (replica heartbeats).
+        """
         with (
             self._local_lock,
             Session(self._writer, expire_on_commit=False) as session,
             session.begin(),
         ):
-            session.execute(
-                update(StateRow)
-                .where(StateRow.id == 1)
-                .values(generation=StateRow.generation + 1, updated_at=utcnow())
-            )
+            if bump is not None:
+                self.bump(session, bump)
             yield session
+
+    @staticmethod
+    def lock(session: Session) -> None:
+        """Take the writers' lock without moving the generation (nothing visible changes).
+
+        SQLite holds it already (``BEGIN IMMEDIATE``); PostgreSQL locks the row every
+        catalogue writer updates first.
+        """
+        session.execute(select(StateRow.id).where(StateRow.id == GENERATION_ROW).with_for_update())
+
+    @staticmethod
+    def bump(session: Session, row_id: int) -> int:
+        """Move counter ``row_id`` on by one inside ``session``; returns its new value."""
+        session.execute(
+            update(StateRow)
+            .where(StateRow.id == row_id)
+            .values(generation=StateRow.generation + 1, updated_at=utcnow())
+        )
+        value = session.scalars(select(StateRow.generation).where(StateRow.id == row_id)).one()
+        return int(value)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

@@ -11,6 +11,13 @@ the global write lock), published to the store by one rename and recorded. A
 store directory is only ever removed inside a write transaction that has checked
 no version row references its digest. So no version can point at a missing
 directory, and a refused or failed upload leaves nothing behind.
+
+Deleting a version that engines may be serving goes in two steps, so that no
+replica's stream is cut: ``retire_version`` marks it (it leaves the snapshot and a
+``delete`` drain mark asks every replica to stop using it, see
+:mod:`adapters.leases`), and ``finish_retirement`` removes it once nobody does.
+Directories left by crashes (staging areas, digests whose commit failed) are
+reclaimed by ``collect_garbage``, which the gateway runs at start-up and periodically.
 """
 
 from __future__ import annotations
@@ -24,19 +31,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from adapters import aliases as alias_ops
+from adapters.aliases import STATUS_REGISTERED, STATUS_RETIRING
 from adapters.archive import ArchiveLimits, extract_archive, find_adapter_root
 from adapters.base_model import BaseModelSpec
-from adapters.catalogue import (
-    AdapterRow,
-    AliasHistoryRow,
-    AliasRow,
-    Catalogue,
-    StateRow,
-    VersionRow,
-    iso,
-    utcnow,
-)
+from adapters.catalogue import AdapterRow, Catalogue, VersionRow, utcnow
 from adapters.errors import AdapterValidationError, ConflictError, NotFoundError
+from adapters.leases import Leases
+from adapters.reading import adapter_records, read_snapshot
 from adapters.records import (
     AdapterRecord,
     AdapterVersion,
@@ -44,8 +46,9 @@ from adapters.records import (
     CatalogueSnapshot,
     check_alias,
 )
+from adapters.retirement import Retirement
 from adapters.store import AdapterStore
-from adapters.upload import MAX_WHO, UploadMeta, check_upload_meta, copy_limited
+from adapters.upload import UploadMeta, check_upload_meta, copy_limited
 from adapters.validation import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -55,12 +58,11 @@ from adapters.validation import (
 
 log = logging.getLogger("lora_gateway.adapters")
 
-STATUS_REGISTERED = "registered"
 _MAX_CONFIG_BYTES = 1024 * 1024
 _INTEGRITY_RETRIES = 3
 
 
-class Registry:
+class Registry(Retirement):
     """Owns adapter ingestion, the version/alias catalogue and the store's lifecycle."""
 
     def __init__(
@@ -72,9 +74,11 @@ class Registry:
         base_names: set[str] | frozenset[str],
         max_rank: int,
         limits: ArchiveLimits = ArchiveLimits(),
+        lease_ttl: float = 15.0,
     ) -> None:
         self.store = store
         self.catalogue = Catalogue(catalogue_url)
+        self.leases = Leases(self.catalogue, ttl=lease_ttl)
         self.base = base
         self.base_names = frozenset(base_names)
         self.max_rank = max_rank
@@ -212,6 +216,13 @@ class Registry:
             select(VersionRow).where(VersionRow.name == meta.name, VersionRow.digest == info.digest)
         ).first()
         created = row is None
+        if row is not None and row.status == STATUS_RETIRING:
+            raise ConflictError(
+                f"identical content is registered as {meta.name}@{row.version}, which is "
+                "being deleted; upload again once the delete has finished",
+                code="version_retiring",
+                param="name",
+            )
         if not self.store.exists(info.digest):
             # New content, or (self-healing) a registered digest whose directory vanished.
             self.store.put(root, info.digest)
@@ -239,63 +250,17 @@ class Registry:
             self._move_alias(s, meta.name, meta.alias, row.version, meta.uploaded_by)
         return self._version(row, adapter), created
 
-    def _collect_digest(self, digest: str) -> None:
-        """Remove a stored directory if no version references it (under the write lock)."""
-        try:
-            with self.catalogue.write() as s:
-                used = s.scalars(
-                    select(VersionRow.id).where(VersionRow.digest == digest).limit(1)
-                ).first()
-                if used is None:
-                    self.store.remove(digest)
-        except Exception:  # the caller is already handling a failure; log, don't mask it
-            log.exception("could not clean up store directory %s", digest[:12])
-
     # ------------------------------------------------------------------ aliases
 
-    def _move_alias(self, s: Session, name: str, alias: str, version: int, by: str) -> AliasRow:
-        by = by[:MAX_WHO]
-        row = s.get(AliasRow, (name, alias))
-        if row is not None and row.version == version:
-            return row
-        now = utcnow()
-        s.add(
-            AliasHistoryRow(
-                name=name,
-                alias=alias,
-                from_version=row.version if row is not None else None,
-                to_version=version,
-                changed_by=by,
-                changed_at=now,
-            )
-        )
-        if row is None:
-            row = AliasRow(name=name, alias=alias, version=version, updated_by=by, updated_at=now)
-            s.add(row)
-        else:
-            row.version, row.updated_by, row.updated_at = version, by, now
-        s.flush()
-        return row
-
-    @staticmethod
-    def _require_version(s: Session, name: str, version: int) -> VersionRow:
-        row = s.scalars(
-            select(VersionRow).where(VersionRow.name == name, VersionRow.version == version)
-        ).first()
-        if row is None:
-            raise NotFoundError(
-                f"adapter version {name}@{version} does not exist",
-                code="version_not_found",
-                param="version",
-            )
-        return row
+    def _move_alias(self, s: Session, name: str, alias: str, version: int, by: str) -> Any:
+        return alias_ops.move_alias(s, name, alias, version, by)
 
     def set_alias(self, name: str, alias: str, version: int, *, changed_by: str) -> AliasRecord:
         """Point ``alias`` at ``name@version`` (recorded in the history unless unchanged)."""
         check_alias(alias)
         with self.catalogue.write() as s:
-            self._require_version(s, name, version)
-            return self._move_alias(s, name, alias, version, changed_by).to_record()
+            alias_ops.require_live_version(s, name, version)
+            return alias_ops.move_alias(s, name, alias, version, changed_by).to_record()
 
     def rollback_alias(self, name: str, alias: str, *, changed_by: str) -> AliasRecord:
         """Point ``alias`` back where it pointed before its last change.
@@ -306,141 +271,27 @@ class Registry:
         """
         check_alias(alias)
         with self.catalogue.write() as s:
-            last = s.scalars(
-                select(AliasHistoryRow)
-                .where(AliasHistoryRow.name == name, AliasHistoryRow.alias == alias)
-                .order_by(AliasHistoryRow.id.desc())
-                .limit(1)
-            ).first()
-            if last is None:
-                raise NotFoundError(
-                    f"alias {name}@{alias} does not exist", code="alias_not_found", param="alias"
-                )
-            target = last.from_version
-            if target is None:
-                raise ConflictError(
-                    f"alias {name}@{alias} has no previous version to roll back to",
-                    code="no_previous_version",
-                    param="alias",
-                )
-            try:
-                self._require_version(s, name, target)
-            except NotFoundError as exc:
-                raise ConflictError(
-                    f"the previous target {name}@{target} of {alias!r} has been deleted",
-                    code="previous_version_deleted",
-                    param="alias",
-                ) from exc
-            return self._move_alias(s, name, alias, target, changed_by).to_record()
+            return alias_ops.rollback_alias(s, name, alias, changed_by).to_record()
 
     def delete_alias(self, name: str, alias: str, *, changed_by: str) -> None:
         """Remove an alias (recorded in the history with ``to_version`` None)."""
         with self.catalogue.write() as s:
-            row = s.get(AliasRow, (name, alias))
-            if row is None:
-                raise NotFoundError(
-                    f"alias {name}@{alias} does not exist", code="alias_not_found", param="alias"
-                )
-            s.add(
-                AliasHistoryRow(
-                    name=name,
-                    alias=alias,
-                    from_version=row.version,
-                    to_version=None,
-                    changed_by=changed_by[:MAX_WHO],
-                    changed_at=utcnow(),
-                )
-            )
-            s.delete(row)
-
-    # ----------------------------------------------------------------- deletion
-
-    def delete_version(
-        self, name: str, version: int, *, protected: set[str] | frozenset[str] = frozenset()
-    ) -> None:
-        """Delete ``name@version``; 409 ``version_in_use`` while an alias or route uses it.
-
-        ``protected`` holds the ``name@N`` ids that routes reference (the router
-        knows them). The store directory goes when no other version shares its
-        digest. Unload the version's engine name from the backends first.
-        """
-        with self.catalogue.write() as s:
-            row = self._require_version(s, name, version)
-            pinned = s.scalars(
-                select(AliasRow.alias).where(AliasRow.name == name, AliasRow.version == version)
-            ).all()
-            if pinned:
-                refs = ", ".join(f"{name}@{a}" for a in sorted(pinned))
-                raise ConflictError(
-                    f"{name}@{version} is in use by alias {refs}; move the alias first",
-                    code="version_in_use",
-                    param="version",
-                )
-            if f"{name}@{version}" in protected:
-                raise ConflictError(
-                    f"{name}@{version} is referenced by a route; change the route first",
-                    code="version_in_use",
-                    param="version",
-                )
-            digest = row.digest
-            s.delete(row)
-        self._collect_digest(digest)
-        log.info("adapter %s@%d deleted", name, version)
-
-    def collect_garbage(self, *, staging_older_than: float = 3600.0) -> dict[str, int]:
-        """Remove store directories no version references, and stale staging dirs."""
-        removed = 0
-        with self.catalogue.write() as s:
-            used = set(s.scalars(select(VersionRow.digest).distinct()).all())
-            for digest in self.store.digests() - used:
-                self.store.remove(digest)
-                removed += 1
-        return {
-            "store_dirs": removed,
-            "staging": self.store.clean_staging(older_than=staging_older_than),
-        }
+            alias_ops.delete_alias(s, name, alias, changed_by)
 
     # ------------------------------------------------------------------ reading
 
     def _version(self, row: VersionRow, adapter: AdapterRow) -> AdapterVersion:
         return row.to_record(adapter, self.store.path_for(row.digest))
 
-    def _records(self, s: Session, name: str | None) -> list[AdapterRecord]:
-        def only(stmt: Any, col: Any) -> Any:
-            return stmt if name is None else stmt.where(col == name)
-
-        adapters = s.scalars(only(select(AdapterRow), AdapterRow.name)).all()
-        versions = s.scalars(
-            only(select(VersionRow), VersionRow.name).order_by(VersionRow.version)
-        ).all()
-        aliases = s.scalars(only(select(AliasRow), AliasRow.name).order_by(AliasRow.alias)).all()
-        history = s.scalars(
-            only(select(AliasHistoryRow), AliasHistoryRow.name).order_by(AliasHistoryRow.id)
-        ).all()
-        out = []
-        for a in sorted(adapters, key=lambda a: a.name):
-            out.append(
-                AdapterRecord(
-                    name=a.name,
-                    description=a.description,
-                    labels=dict(a.labels or {}),
-                    created_at=iso(a.created_at),
-                    versions=tuple(self._version(v, a) for v in versions if v.name == a.name),
-                    aliases=tuple(r.to_record() for r in aliases if r.name == a.name),
-                    history=tuple(h.to_record() for h in history if h.name == a.name),
-                )
-            )
-        return out
-
     def list_adapters(self) -> list[AdapterRecord]:
         """Every adapter with its versions, aliases and alias history, by name."""
         with self.catalogue.read() as s:
-            return self._records(s, None)
+            return adapter_records(s, self.store.path_for, None)
 
     def get_adapter(self, name: str) -> AdapterRecord:
         """One adapter; 404 ``adapter_not_found``."""
         with self.catalogue.read() as s:
-            found = self._records(s, name)
+            found = adapter_records(s, self.store.path_for, name)
         if not found:
             raise NotFoundError(
                 f"adapter {name!r} does not exist", code="adapter_not_found", param="name"
@@ -448,9 +299,9 @@ class Registry:
         return found[0]
 
     def get_version(self, name: str, version: int) -> AdapterVersion:
-        """One version; 404 ``version_not_found``."""
+        """One version, with its eval report; 404 ``version_not_found``."""
         with self.catalogue.read() as s:
-            row = self._require_version(s, name, version)
+            row = alias_ops.require_version(s, name, version)
             adapter = s.get(AdapterRow, name)
             assert adapter is not None  # the foreign key guarantees it
             return self._version(row, adapter)
@@ -462,19 +313,18 @@ class Registry:
         return self.catalogue.generation()
 
     def snapshot(self) -> CatalogueSnapshot:
-        """An immutable view of all versions and aliases, reloaded only if changed."""
+        """An immutable view of the servable versions and aliases, reloaded only if changed.
+
+        Versions being deleted and eval reports are left out (see :mod:`adapters.reading`).
+        """
         current = self._snapshot
         if current is not None and current.generation == self.generation():
             return current
         with self._snapshot_lock:
             with self.catalogue.read() as s:
-                generation = s.scalars(select(StateRow.generation).where(StateRow.id == 1)).one()
-                adapters = {a.name: a for a in s.scalars(select(AdapterRow)).all()}
-                rows = s.scalars(select(VersionRow)).all()
-                versions = [self._version(v, adapters[v.name]) for v in rows]
-                aliases = [r.to_record() for r in s.scalars(select(AliasRow))]
-            snap = CatalogueSnapshot.build(int(generation), versions, aliases)
-            self._snapshot = snap
+                snap = read_snapshot(s, self.store.path_for)
+            if self._snapshot is None or snap.generation >= self._snapshot.generation:
+                self._snapshot = snap
             return snap
 
     def resolve(self, ref: str) -> AdapterVersion:

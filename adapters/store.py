@@ -59,6 +59,17 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` or anything under it (symlinks not followed)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for entry in (*dirnames, *filenames):
+                with contextlib.suppress(FileNotFoundError):
+                    newest = max(newest, os.lstat(os.path.join(dirpath, entry)).st_mtime)
+    return newest
+
+
 class AdapterStore:
     """Owns the adapter directories under ``root``: staging, atomic publication, removal."""
 
@@ -145,14 +156,15 @@ class AdapterStore:
     def clean_staging(self, *, older_than: float = 3600.0) -> int:
         """Remove staging leftovers of crashed processes; returns how many were removed.
 
-        Only entries older than ``older_than`` seconds are touched, because other
-        gateway replicas may share this store and be staging right now.
+        Other gateway replicas may share this store and be staging right now, so an
+        entry goes only once nothing in it has changed for ``older_than`` seconds: an
+        upload in progress keeps writing, which keeps its newest mtime fresh.
         """
         cutoff = time.time() - older_than
         removed = 0
         for p in self.tmp.iterdir():
             try:
-                if p.lstat().st_mtime < cutoff:
+                if _newest_mtime(p) < cutoff:
                     if p.is_dir() and not p.is_symlink():
                         _rmtree(p)
                     else:

@@ -1,7 +1,9 @@
 """The app factory: ``create_app(settings, *, backends=None, registry=None) -> FastAPI``.
 
 Long-lived objects are built in ``lifespan`` and kept on ``app.state.gw``; nothing is
-global, so tests build as many isolated apps as they like.
+global, so tests build as many isolated apps as they like. The lifespan also sweeps
+the adapter store once and starts this replica's catalogue sync (snapshot refresh,
+heartbeat, drain marks, periodic store sweeps: :mod:`gateway.replicas`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.middleware import GatewayMiddleware
 from gateway.models_api.api_router import router as models_router
 from gateway.models_api.serving import ModelsService
+from gateway.replicas import ReplicaSync, refresh_catalogue
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from router.backend import Timeouts, VLLMBackend
@@ -32,9 +35,9 @@ from router.pool import BackendPool
 from router.resolver import Resolver
 from router.routes import RouteTable
 
-log = logging.getLogger("lora_gateway.app")
+__all__ = ["build_backends", "build_registry", "create_app", "refresh_catalogue"]
 
-CATALOGUE_POLL_SECONDS = 1.0
+log = logging.getLogger("lora_gateway.app")
 
 
 def build_registry(settings: Settings) -> Any:
@@ -53,6 +56,7 @@ def build_registry(settings: Settings) -> Any:
         base=spec,
         base_names={settings.base_model, *settings.base_model_aliases},
         max_rank=settings.max_lora_rank,
+        lease_ttl=settings.replica_lease_ttl,
     )
 
 
@@ -66,28 +70,6 @@ def build_backends(settings: Settings) -> list[VLLMBackend]:
     return [
         VLLMBackend(url, name=f"b{i}", timeouts=timeouts) for i, url in enumerate(settings.backends)
     ]
-
-
-def refresh_catalogue(gw: GatewayState) -> None:
-    """Swap in a fresh catalogue snapshot and tell the metrics which labels are known."""
-    snap = gw.registry.snapshot()
-    gw.resolver.snapshot = snap
-    gw.metrics.set_known(
-        routes=gw.resolver.table.routes, adapters=[v.id for v in snap.all_versions()]
-    )
-    gw.extras["generation"] = gw.registry.generation()
-
-
-async def _poll_catalogue(gw: GatewayState) -> None:
-    # Other replicas change the shared catalogue; a cheap generation marker tells us when.
-    while True:
-        await asyncio.sleep(CATALOGUE_POLL_SECONDS)
-        try:
-            gen = await asyncio.to_thread(gw.registry.generation)
-            if gen != gw.extras.get("generation"):
-                await asyncio.to_thread(refresh_catalogue, gw)
-        except Exception:
-            log.exception("catalogue poll failed")
 
 
 def create_app(
@@ -107,6 +89,11 @@ def create_app(
             failures=settings.health_failures,
             on_load=metrics.record_load,
             on_health=metrics.record_health,
+            max_adapters=settings.adapter_budget,
+            on_evict=metrics.record_eviction,
+            on_holds=metrics.record_holds,
+            evict_timeout=2 * settings.catalogue_poll_interval + 3.0,
+            fence_wait=settings.drain_timeout + 2 * settings.catalogue_poll_interval,
         )
         reg = (
             registry if registry is not None else await asyncio.to_thread(build_registry, settings)
@@ -127,17 +114,23 @@ def create_app(
         )
         gw.extras["inference"] = InferenceService(gw)
         gw.extras["models"] = ModelsService(gw)
-        refresh_catalogue(gw)
+        sync = ReplicaSync(gw)
+        gw.extras["replicas"] = sync
+        pool.coordinator = sync
+        # A crash mid-upload, or a commit that failed while the database was down,
+        # leaves directories behind; reclaim them before serving.
+        try:
+            await sync.collect_garbage()
+        except Exception:
+            log.exception("start-up store sweep failed")
+        await sync.start()
         app.state.gw = gw
         holder["gw"] = gw
         await pool.start()
-        poller = asyncio.create_task(_poll_catalogue(gw), name="catalogue-poll")
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            await sync.stop()
             await pool.stop()
             close = getattr(reg, "close", None)
             if close is not None and registry is None:

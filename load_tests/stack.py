@@ -60,6 +60,9 @@ BENCH_GATEWAY_ENV = {
     "LORA_GATEWAY_COLD_LOADS_PER_MINUTE": "1000000",
     "LORA_GATEWAY_MAX_IN_FLIGHT": "4096",
     "LORA_GATEWAY_MAX_IN_FLIGHT_PER_KEY": "4096",
+    # `many-adapters` measures vLLM swapping 50 versions through its own LRU, so the
+    # gateway's per-engine budget (which would unload them itself) is lifted too.
+    "LORA_GATEWAY_MAX_LOADED_ADAPTERS_PER_ENGINE": "100000",
 }
 
 

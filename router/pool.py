@@ -1,4 +1,4 @@
-"""The backend pool: health, adapter affinity, selection and placement.
+"""The backend pool: health, adapter affinity and selection (placement is in ``placement``).
 
 - Health: every ``interval`` seconds each backend's ``/health`` is asked. After
   ``failures`` consecutive failures a backend is ejected; one success re-admits it,
@@ -6,9 +6,10 @@
   that restarted has forgotten every runtime-loaded adapter).
 - Affinity: which engine adapter names each backend holds, learned from loads and
   from ``/v1/models``.
-- Placement: loading version V on backend B is single-flight per (B, V): concurrent
-  first requests share one ``load_lora_adapter`` call. Load and unload of the same
-  pair take the same lock, so they cannot interleave (as vLLM's own per-name locks).
+- Selection: the least loaded backend that holds the version, spilling over to
+  another only when the holder is clearly overloaded.
+- Placement (:mod:`router.placement`): single-flight loads, the per-engine adapter
+  budget with LRU eviction, and unloads that never cut a request on any replica.
 """
 
 from __future__ import annotations
@@ -16,52 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
-from adapters.errors import ServiceUnavailableError, UpstreamError
-from router.backend import EngineError, EngineHTTPError, VLLMBackend
+from adapters.errors import ServiceUnavailableError
+from router.backend import EngineError, VLLMBackend
+from router.coordination import Coordinator, LocalOnly
+from router.placement import BackendState, LoadHook, Placement
 from router.resolver import VersionLike
+
+__all__ = ["BackendPool", "BackendState", "Coordinator", "LoadHook", "LocalOnly"]
 
 log = logging.getLogger("lora_gateway.pool")
 
-LoadHook = Callable[[str, float, str], None]  # backend name, seconds, result
 
-
-@dataclass
-class BackendState:
-    """What the pool knows of one backend."""
-
-    backend: VLLMBackend
-    healthy: bool = False
-    failures: int = 0
-    holds: set[str] = field(default_factory=set)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    # Requests in flight per adapter, so an unload can wait for them to finish.
-    active: dict[str, int] = field(default_factory=dict)
-    idle: dict[str, asyncio.Event] = field(default_factory=dict)
-    unloading: set[str] = field(default_factory=set)
-
-    def begin(self, engine_name: str) -> None:
-        self.active[engine_name] = self.active.get(engine_name, 0) + 1
-        self.idle.setdefault(engine_name, asyncio.Event()).clear()
-
-    def end(self, engine_name: str) -> None:
-        left = self.active.get(engine_name, 1) - 1
-        if left <= 0:
-            self.active.pop(engine_name, None)
-            event = self.idle.get(engine_name)
-            if event is not None:
-                event.set()
-        else:
-            self.active[engine_name] = left
-
-    def serves(self, engine_name: str) -> bool:
-        return engine_name in self.holds and engine_name not in self.unloading
-
-
-class BackendPool:
+class BackendPool(Placement):
     """Owns the engine backends, their health and which adapters each holds."""
 
     def __init__(
@@ -73,13 +42,28 @@ class BackendPool:
         overload: int = 64,
         on_load: LoadHook | None = None,
         on_health: Callable[[str, bool], None] | None = None,
+        max_adapters: int | None = None,
+        coordinator: Coordinator | None = None,
+        on_evict: Callable[[str], None] | None = None,
+        on_holds: Callable[[str, int], None] | None = None,
+        evict_timeout: float = 5.0,
+        fence_wait: float = 30.0,
     ) -> None:
+        """``max_adapters``: the per-engine budget (None: unlimited); ``coordinator``: the
+        other replicas sharing these engines (None: there are none)."""
         self.states = {b.name: BackendState(b) for b in backends}
         self.interval = interval
         self.failures = failures
         self.overload = overload
+        self.max_adapters = max_adapters
+        self.coordinator = coordinator or LocalOnly()
+        self.evict_timeout = evict_timeout
+        self.fence_wait = fence_wait
         self._on_load = on_load
         self._on_health = on_health
+        self._on_evict = on_evict
+        self._on_holds = on_holds
+        self._fence_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -125,6 +109,7 @@ class BackendPool:
         except EngineError:
             return
         st.holds = {m["id"] for m in models if m.get("parent")}
+        self._changed(st)
         self._set_health(st, True)
         log.info("backend %s admitted, holding %d adapters", st.backend.name, len(st.holds))
 
@@ -134,8 +119,9 @@ class BackendPool:
 
     def _set_health(self, st: BackendState, healthy: bool) -> None:
         st.healthy = healthy
-        if not healthy:
+        if not healthy and st.holds:
             st.holds.clear()
+            self._changed(st)
         if self._on_health:
             self._on_health(st.backend.name, healthy)
 
@@ -147,9 +133,6 @@ class BackendPool:
             self._eject(st, "connection refused")
 
     # --- queries ------------------------------------------------------------------------
-    def healthy(self) -> list[BackendState]:
-        return [st for st in self.states.values() if st.healthy]
-
     @property
     def ready(self) -> bool:
         return any(st.healthy for st in self.states.values())
@@ -166,6 +149,9 @@ class BackendPool:
                 code="no_backend_available",
                 retry_after=2,
             )
+        if version is not None:
+            # A backend where the version is being unloaded is a last resort.
+            live = [st for st in live if st.open_for(version.engine_name)] or live
         least = min(live, key=lambda s: s.backend.outstanding)
         if version is None:
             return least
@@ -178,59 +164,3 @@ class BackendPool:
             if best.backend.outstanding - least.backend.outstanding < self.overload // 2:
                 return best
         return least
-
-    async def ensure_loaded(self, st: BackendState, version: VersionLike) -> bool:
-        """Make ``version`` present on the backend. Returns True if this call loaded it."""
-        name = version.engine_name
-        if st.serves(name):
-            return False
-        lock = st.locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            if name in st.holds:  # somebody else loaded it while we waited
-                return False
-            t0 = time.perf_counter()
-            try:
-                await st.backend.load_adapter(name, str(version.path))
-            except EngineHTTPError as exc:
-                self._hook(st, t0, "error")
-                raise UpstreamError(
-                    f"The engine refused to load adapter '{version.id}': {exc.message()}",
-                    code="adapter_load_failed",
-                ) from exc
-            except EngineError:
-                self._hook(st, t0, "error")
-                raise
-            st.holds.add(name)
-            self._hook(st, t0, "loaded")
-            return True
-
-    async def unload(
-        self, st: BackendState, version: VersionLike, *, drain_timeout: float = 120.0
-    ) -> None:
-        """Unload once the requests already running on this version have finished.
-
-        New requests for the version wait on the same lock and load it again after,
-        so nothing in flight is cut off and nothing is served by another adapter.
-        """
-        name = version.engine_name
-        lock = st.locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            st.unloading.add(name)
-            try:
-                if st.active.get(name):
-                    event = st.idle.setdefault(name, asyncio.Event())
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(drain_timeout):
-                            await event.wait()
-                await st.backend.unload_adapter(name)
-                st.holds.discard(name)
-            finally:
-                st.unloading.discard(name)
-
-    def forget(self, st: BackendState, engine_name: str) -> None:
-        """The engine said it does not know this name (evicted or restarted)."""
-        st.holds.discard(engine_name)
-
-    def _hook(self, st: BackendState, t0: float, result: str) -> None:
-        if self._on_load:
-            self._on_load(st.backend.name, time.perf_counter() - t0, result)

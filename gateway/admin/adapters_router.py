@@ -155,17 +155,34 @@ async def rollback_alias(name: NamePath, alias: AliasPath, gw: Gw, key: AdminKey
     return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id))
 
 
+class DeletionOut(BaseModel):
+    """A delete still waiting for requests in flight on the version (on any replica)."""
+
+    id: str
+    status: str = Field(description="'retiring': it finishes when the last request ends.")
+
+
 @router.delete(
     "/v1/adapters/{name}/versions/{version}",
     status_code=204,
-    responses=error_responses(401, 403, 404, 409),
+    responses={
+        202: {"model": DeletionOut, "description": "Accepted; finishes when nothing uses it"},
+        **error_responses(401, 403, 404, 409),
+    },
 )
 async def delete_version(
     name: NamePath, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], gw: Gw, key: AdminKey
 ) -> Response:
-    """Delete a version; refused (409) while an alias or a route points at it."""
-    await AdminService(gw).delete_version(name, version)
-    return Response(status_code=204)
+    """Delete a version; refused (409) while an alias or a route points at it.
+
+    It stops resolving at once. Requests already running on it, on any replica, finish
+    first: 204 once it is gone, or 202 if they outlast ``drain_timeout`` (the delete
+    then completes when the last one ends).
+    """
+    if await AdminService(gw).delete_version(name, version):
+        return Response(status_code=204)
+    body = DeletionOut(id=f"{name}@{version}", status="retiring")
+    return JSONResponse(body.model_dump(), status_code=202)
 
 
 @router.post(
@@ -184,7 +201,7 @@ async def load_adapter(
 @router.post(
     "/v1/adapters/{ref}/unload",
     response_model=PlacementOut,
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 409),
 )
 async def unload_adapter(
     ref: str,
@@ -192,5 +209,9 @@ async def unload_adapter(
     key: AdminKey,
     backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
 ) -> PlacementOut:
-    """Unload a version from one or all backends (it stays registered)."""
+    """Unload a version from one or all backends (it stays registered).
+
+    Waits until no replica has requests in flight on it there; 409 ``adapter_in_use``
+    if some still run after ``drain_timeout``.
+    """
     return PlacementOut(**await AdminService(gw).unload(ref, backend))

@@ -2,7 +2,12 @@
 
 Registry calls are synchronous (SQLAlchemy, file moves) and run in a worker thread.
 After every change this replica swaps in a fresh catalogue snapshot at once; other
-replicas see it through the generation poll in ``gateway.app``.
+replicas see it through the generation poll in ``gateway.replicas``.
+
+Unload and delete never cut a request on any replica: both wait (up to
+``drain_timeout``) until no replica has the version in flight (``gateway.replicas``
+and ``adapters.leases`` say how). An unload still busy then is refused (409
+``adapter_in_use``); a delete answers 202 and finishes when the last use ends.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
-from adapters.errors import ConflictError, GatewayError, InvalidRequestError, NotFoundError
+from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
+from adapters.upload import spool_name
+from gateway.replicas import ReplicaSync, refresh_catalogue
 from gateway.state import GatewayState
 from router.backend import EngineError
 from router.routes import RouteTable
@@ -77,8 +83,6 @@ class AdminService:
 
     # --- adapters -------------------------------------------------------------------------
     async def refresh(self) -> None:
-        from gateway.app import refresh_catalogue
-
         await asyncio.to_thread(refresh_catalogue, self.gw)
 
     async def upload(
@@ -149,7 +153,7 @@ class AdminService:
         with self.gw.registry.store.staging_dir() as tmp:
             paths = []
             for stream, filename in parts:
-                dst = tmp / (Path(filename or "upload").name or "upload")
+                dst = tmp / spool_name(filename)
                 with dst.open("wb") as out:
                     shutil.copyfileobj(stream, out, COPY_CHUNK)
                 paths.append(dst)
@@ -172,7 +176,9 @@ class AdminService:
             states = {}
             for bname, st in pool.states.items():
                 lock = st.locks.get(v["engine_name"])
-                if v["engine_name"] in st.holds:
+                if v["engine_name"] in st.holds and not st.open_for(v["engine_name"]):
+                    state = "unloading"
+                elif v["engine_name"] in st.holds:
                     state = "loaded"
                 elif lock is not None and lock.locked():
                     state = "loading"
@@ -201,26 +207,19 @@ class AdminService:
         await self._prewarm(name, alias)
         return dict(rec.to_dict())
 
-    async def delete_version(self, name: str, version: int) -> None:
-        snap = self.gw.resolver.snapshot
-        target = snap.resolve(f"{name}@{version}")
+    async def delete_version(self, name: str, version: int) -> bool:
+        """Delete a version once no replica uses it; False: still draining (finishes later).
+
+        It leaves every replica's snapshot at once, so no new request starts on it; the
+        engines unload it, and its files go, only after the last request on it ends.
+        """
         protected = set(self.gw.resolver.table.referenced_versions())
-        aliased = [a for a, v in getattr(snap, "aliases", {}).get(name, {}).items() if v == version]
-        if aliased or target.id in protected:
-            why = f"alias {aliased[0]!r}" if aliased else "the route table"
-            raise ConflictError(
-                f"{target.id} is still referenced by {why}; move it first.",
-                code="version_in_use",
-            )
-        # Unload before deleting: a loaded adapter could otherwise be evicted and reloaded
-        # by the engine from a directory that no longer exists.
-        for st in self.gw.pool.healthy():
-            try:
-                await self.gw.pool.unload(st, target)
-            except EngineError as exc:
-                log.warning("unloading %s from %s failed: %s", target.id, st.backend.name, exc)
-        await asyncio.to_thread(self.gw.registry.delete_version, name, version, protected=protected)
+        sync: ReplicaSync = self.gw.extras["replicas"]
+        drain = await asyncio.to_thread(
+            self.gw.registry.retire_version, name, version, protected=protected, owner=sync.id
+        )
         await self.refresh()
+        return await sync.finish_delete(drain, within=self.gw.settings.drain_timeout)
 
     def _backends(self, backend: str | None) -> list[Any]:
         pool = self.gw.pool
@@ -249,13 +248,11 @@ class AdminService:
 
     async def unload(self, ref: str, backend: str | None) -> dict[str, Any]:
         version = self.gw.resolver.snapshot.resolve(ref)
-        out = {}
-        for st in self._backends(backend):
-            try:
-                await self.gw.pool.unload(st, version)
-                out[st.backend.name] = "unloaded"
-            except EngineError as exc:
-                out[st.backend.name] = f"failed: {exc}"
+        out = await self.gw.pool.unload(
+            version,
+            backends=self._backends(backend),
+            drain_timeout=self.gw.settings.drain_timeout,
+        )
         return {"id": version.id, "backends": out}
 
     async def _prewarm(self, name: str, alias: str) -> None:

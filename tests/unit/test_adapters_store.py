@@ -90,6 +90,7 @@ def test_clean_staging_only_touches_old_entries(tmp_path: Path) -> None:
     write_dir(old, {"x": b"1"})
     os.chmod(old, 0o555)
     past = time.time() - 7200
+    os.utime(old / "x", (past, past))  # the newest mtime inside counts, not the dir's alone
     os.utime(old, (past, past))
     fresh = store.tmp / "stage-busy"
     fresh.mkdir()
