@@ -7,7 +7,6 @@ starts without torch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -71,10 +70,10 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Demo mode: accept the well-known demo keys.")] = False,
     routes: Annotated[Path | None, typer.Option(help="Route table YAML.")] = None,
 ) -> None:
-    """Run the gateway (uvicorn). SIGTERM drains: readiness 503, in-flight streams finish."""
-    import uvicorn
-
+    """Run the gateway (uvicorn). SIGTERM drains within LORA_GATEWAY_TERMINATION_GRACE:
+    readiness 503, requests in flight finish or end with a shutting_down error."""
     from gateway.app import create_app
+    from gateway.shutdown import build_server
 
     overrides: dict[str, Any] = {"host": host, "port": port, "routes_file": routes}
     if backend:
@@ -91,76 +90,13 @@ def serve(
             f"admin key [bold]{DEMO_ADMIN_KEY}[/] (never use demo mode in production)"
         )
     application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
-        lifespan="on",
-    )
-    server = DrainingServer(config, app=application, grace=settings.shutdown_grace)
+    server = build_server(application, settings)
     try:
         server.run()
     except OSError as exc:
         raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     if server.bind_failed:
         raise fail(f"cannot listen on {settings.host}:{settings.port} (is the port in use?)")
-
-
-class DrainingServer:
-    """Runs uvicorn; on SIGTERM/SIGINT turns not-ready first and drains before exiting."""
-
-    def __init__(self, config: Any, *, app: Any, grace: float) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(config)
-        self.app = app
-        self.grace = grace
-        self.bind_failed = False
-        self._stopping = False
-
-    def run(self) -> None:
-        with asyncio.Runner(loop_factory=self.server.config.get_loop_factory()) as runner:
-            runner.run(self._main())
-
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._drain()))
-        # uvicorn installs its own handlers in serve(); capture_signals is a context
-        # manager we replace so that ours stay in charge.
-        self.server.capture_signals = _no_capture  # type: ignore[method-assign,assignment]
-        await self.server.serve()
-        if not self.server.started:
-            self.bind_failed = True
-
-    async def _drain(self) -> None:
-        if self._stopping:
-            self.server.force_exit = True
-            return
-        self._stopping = True
-        gw = getattr(self.app.state, "gw", None)
-        if gw is not None:
-            gw.draining = True
-            deadline = asyncio.get_running_loop().time() + self.grace
-            # The in-flight count has no event to wait on; polling it is cheap.
-            while gw.inflight.total > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-        self.server.should_exit = True
-
-
-class _NoCapture:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _no_capture() -> _NoCapture:
-    return _NoCapture()
 
 
 @app.command()
@@ -325,7 +261,9 @@ def keys_hash(key: str) -> None:
 @keys_app.command("new")
 def keys_new(
     key_id: Annotated[str, typer.Option("--id", help="Name safe to log.")],
-    scope: Annotated[list[str] | None, typer.Option(help="inference and/or admin.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="inference, admin and/or metrics (/metrics only).")
+    ] = None,
 ) -> None:
     """Make a random key; print it once, and its LORA_GATEWAY_API_KEYS entry."""
     import json

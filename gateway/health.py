@@ -1,19 +1,28 @@
-"""Liveness, readiness and the Prometheus endpoint."""
+"""Liveness, readiness and the Prometheus endpoint.
+
+The probes are public and name nothing a tenant chose: backends appear as ``b0``,
+``b1``..., adapters only as a count. ``/metrics`` names every route and adapter version
+that had traffic, so outside demo mode it wants a key with the ``metrics`` (or
+``admin``) scope (``Settings.metrics_auth``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from gateway.deps import Gw
+from adapters.errors import PermissionDeniedError
+from gateway.deps import Gw, _bearer
 from gateway.errors import JSONBytesResponse
-from gateway.inference.protocol import ErrorResponse
+from gateway.inference.protocol import ErrorResponse, error_responses
 
 router = APIRouter(tags=["health"])
+METRICS_SCOPES = frozenset({"metrics", "admin"})
 
 
 class Live(BaseModel):
@@ -83,8 +92,25 @@ async def ready(gw: Gw) -> Response:
         200: {
             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
             "description": "Prometheus text exposition",
-        }
+        },
+        **error_responses(401, 403),
     },
+    description="Open in demo mode or with LORA_GATEWAY_METRICS_AUTH=none; otherwise it "
+    "needs an API key with the `metrics` or `admin` scope.",
 )
-async def metrics(gw: Gw) -> Response:
+async def metrics(
+    raw_request: Request,
+    gw: Gw,
+    _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Response:
+    if gw.settings.metrics_key_required:
+        key = gw.keyring.authenticate(raw_request.headers.get("authorization"))
+        ctx = getattr(raw_request.state, "ctx", None)
+        if isinstance(ctx, dict):
+            ctx["key_id"] = key.id
+        if not METRICS_SCOPES.intersection(key.scopes):
+            raise PermissionDeniedError(
+                "This API key lacks the 'metrics' scope needed for this endpoint.",
+                code="insufficient_scope",
+            )
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -169,11 +169,15 @@ def test_gateway_backends_are_the_engines_and_engine_flags_match_settings(
             assert int(flags["max-loras"]) == s.max_loras
 
 
-def test_gateway_stop_grace_covers_the_shutdown_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gateway_stop_grace_is_the_shutdown_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, svc in gateway_services().items():
         s = settings_from_env(monkeypatch, gateway_env(name))
         grace = re.fullmatch(r"(\d+)s", svc["stop_grace_period"])
-        assert grace and int(grace.group(1)) >= s.shutdown_grace + 5, name
+        assert grace and int(grace.group(1)) == s.termination_grace, name
+        assert s.pre_stop_delay == 0, f"{name}: compose has no preStop hook"
+        budget = s.shutdown_budget
+        assert budget.drain + budget.final < s.termination_grace, name
+        assert budget.total <= s.termination_grace and budget.margin >= 2, name
 
 
 def test_route_table_is_mounted_where_settings_point_and_loads() -> None:
@@ -306,15 +310,42 @@ def test_prometheus_loads_the_rules_file_and_promtool_accepts_the_config(tmp_pat
     require(promtool.is_file(), f"{promtool} missing (scripts/deploy-tools.sh)")
     import subprocess
 
-    # promtool resolves rule_files on disk: point the glob at the real rules file.
+    # promtool resolves rule_files and credential files on disk: point them at real files.
     cfg = prometheus_config()
     cfg["rule_files"] = [str(RULES_FILE)]
+    token = tmp_path / "token"
+    token.write_text("a-key\n")
+    for job in cfg["scrape_configs"]:
+        if "credentials_file" in job.get("authorization", {}):
+            job["authorization"]["credentials_file"] = str(token)
     f = tmp_path / "prometheus.yml"
     f.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
         [str(promtool), "check", "config", str(f)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_scrapes_the_gateways_with_a_metrics_only_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs = {j["job_name"]: j for j in prometheus_config()["scrape_configs"]}
+    auth = jobs["lora-gateway"]["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer"
+    path = Path(auth["credentials_file"])
+    assert path.parent == Path("/run/secrets")  # where compose mounts a service's secrets
+    prom = next(s for s in services().values() if s["image"].startswith("prom/prometheus"))
+    assert path.name in prom["secrets"]
+    source = compose()["secrets"][path.name]["file"]
+    # The operator writes the key there; git must never pick it up.
+    ignored = (COMPOSE_DIR / ".gitignore").read_text().split()
+    assert Path(source).name in ignored and ".env" in ignored
+    assert "authorization" not in jobs["vllm"]  # vLLM's /metrics takes no key
+    for name in gateway_services():
+        s = settings_from_env(monkeypatch, gateway_env(name))
+        assert s.metrics_key_required, f"{name}: /metrics names routes and adapters"
+        scrapers = [k for k in s.api_keys if "metrics" in k.scopes]
+        assert scrapers and all(k.scopes == ["metrics"] for k in scrapers), name
 
 
 def test_grafana_provisions_the_dashboard_and_the_prometheus_datasource() -> None:

@@ -221,9 +221,11 @@ def test_gateway_port_and_probes_are_the_apps(
         assert ports[get["port"]] == s.port
 
 
-def test_gateway_termination_covers_prestop_and_shutdown_grace(
+def test_gateway_shutdown_budget_fits_inside_the_termination_grace(
     objs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from gateway.shutdown import build_server
+
     s = settings_from_env(monkeypatch, gateway_env(objs))
     dep = one(objs, "Deployment", "lora-gateway")
     command = container(dep, "gateway")["lifecycle"]["preStop"]["exec"]["command"]
@@ -231,9 +233,19 @@ def test_gateway_termination_covers_prestop_and_shutdown_grace(
     pre_stop = float(command[1])
     assert 1 <= pre_stop <= 15
     grace = pod_spec(dep)["terminationGracePeriodSeconds"]
-    # SIGTERM comes after preStop; then the drain; then a few seconds to exit cleanly.
-    assert grace >= pre_stop + s.shutdown_grace + 3, (grace, pre_stop, s.shutdown_grace)
-    assert grace <= pre_stop + s.shutdown_grace + 30, "a long grace only delays rollouts"
+    # The gateway is told the platform's two numbers and derives its own from them.
+    assert (s.termination_grace, s.pre_stop_delay) == (grace, pre_stop)
+    budget = s.shutdown_budget
+    # uvicorn's final timeout as `serve` configures it, not as the budget says it should be.
+    uvicorn_timeout = build_server(object(), s).server.config.timeout_graceful_shutdown
+    assert uvicorn_timeout == budget.final
+    # SIGTERM comes after preStop; then the drain, the abort of what is still open and
+    # uvicorn's final wait; then lifespan shutdown and exit; all before SIGKILL.
+    assert pre_stop + budget.drain + uvicorn_timeout < grace
+    assert pre_stop + budget.drain + budget.abort + uvicorn_timeout + budget.margin <= grace
+    assert budget.margin >= 2, "room for the lifespan shutdown and the exit"
+    assert budget.drain >= 10, "streams in flight get a useful drain"
+    assert grace <= 120, "a long grace only delays rollouts"
 
 
 def test_gateway_store_and_routes_are_mounted_where_settings_point(
@@ -329,17 +341,21 @@ def test_engine_reads_the_store_at_the_gateways_path(
     assert claim["persistentVolumeClaim"]["claimName"] in gw_claims
 
 
-def test_only_the_gateway_and_prometheus_reach_the_engines(objs: list[dict[str, Any]]) -> None:
-    sts = one(objs, "StatefulSet", "vllm")
-    gw_labels = one(objs, "Deployment", "lora-gateway")["spec"]["template"]["metadata"]["labels"]
-    eng_labels = sts["spec"]["template"]["metadata"]["labels"]
-    port = int(engine_flags(container(sts, "vllm")["args"])[1]["port"])
-    (pol,) = [
+def engine_policies(objs: list[dict[str, Any]], eng_labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [
         p
         for p in objs
         if p["kind"] == "NetworkPolicy"
         and matches(p["spec"]["podSelector"]["matchLabels"], eng_labels)
     ]
+
+
+def test_only_the_gateway_and_prometheus_reach_the_engines(objs: list[dict[str, Any]]) -> None:
+    sts = one(objs, "StatefulSet", "vllm")
+    gw_labels = one(objs, "Deployment", "lora-gateway")["spec"]["template"]["metadata"]["labels"]
+    eng_labels = sts["spec"]["template"]["metadata"]["labels"]
+    port = int(engine_flags(container(sts, "vllm")["args"])[1]["port"])
+    (pol,) = [p for p in engine_policies(objs, eng_labels) if "Ingress" in p["spec"]["policyTypes"]]
     assert pol["spec"]["policyTypes"] == ["Ingress"]
     rules = pol["spec"]["ingress"]
     assert rules
@@ -355,6 +371,48 @@ def test_only_the_gateway_and_prometheus_reach_the_engines(objs: list[dict[str, 
             else:
                 assert matches(peer["podSelector"]["matchLabels"], gw_labels)
                 assert not matches(peer["podSelector"]["matchLabels"], eng_labels)
+
+
+# Where the cluster, its nodes and the cloud metadata service (169.254.169.254) live.
+NON_PUBLIC = {
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+}
+
+
+def test_engines_reach_nothing_but_dns_and_public_https(objs: list[dict[str, Any]]) -> None:
+    # vLLM fetches the media URLs a request names: its egress is denied, except what the
+    # fetch-model init container needs (in its own, deletable policy).
+    sts = one(objs, "StatefulSet", "vllm")
+    eng_labels = sts["spec"]["template"]["metadata"]["labels"]
+    egress = [p for p in engine_policies(objs, eng_labels) if "Egress" in p["spec"]["policyTypes"]]
+    deny = one(egress, "NetworkPolicy", "vllm-egress")
+    assert deny["spec"]["egress"] == []
+    download = one(egress, "NetworkPolicy", "vllm-model-download")
+    assert {p["metadata"]["name"] for p in egress} == {"vllm-egress", "vllm-model-download"}
+    rules = download["spec"]["egress"]
+    for rule in rules:
+        assert rule.get("to") and rule.get("ports"), "a rule without 'to' or 'ports' is open"
+    dns, https = rules
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    for peer in dns["to"]:
+        assert peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "kube-system"
+        }
+        assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert [(p["protocol"], p["port"]) for p in https["ports"]] == [("TCP", 443)]
+    for peer in https["to"]:
+        assert set(peer) == {"ipBlock"}, "no pod or namespace in the cluster"
+        assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+        assert set(peer["ipBlock"]["except"]) >= NON_PUBLIC
+    # The engine container itself is offline and reports nothing home.
+    env = {e["name"]: e.get("value") for e in container(sts, "vllm")["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
 
 
 # ---------------------------------------------------------------- monitoring
@@ -380,6 +438,28 @@ def test_service_monitors_scrape_both_services_on_real_paths(objs: list[dict[str
         scraped.add(svc["metadata"]["name"])
     # The job label is the Service name; the rules and dashboard use these job names.
     assert scraped == {"lora-gateway", "vllm"}
+
+
+def test_prometheus_scrapes_the_gateway_with_a_metrics_only_key(
+    objs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings_from_env(monkeypatch, gateway_env(objs))
+    assert s.metrics_key_required, "/metrics names routes and adapters: not public"
+    sm = one(objs, "ServiceMonitor", "lora-gateway")
+    for ep in sm["spec"]["endpoints"]:
+        auth = ep["authorization"]
+        assert auth["type"] == "Bearer"
+        # The Prometheus Operator reads the Secret from the ServiceMonitor's namespace.
+        secret = one(objs, "Secret", auth["credentials"]["name"])
+        assert secret["metadata"]["namespace"] == sm["metadata"]["namespace"]
+        assert secret["stringData"][auth["credentials"]["key"]]
+    scrapers = [k for k in s.api_keys if "metrics" in k.scopes]
+    assert scrapers, "no API key with the metrics scope for Prometheus"
+    assert all(k.scopes == ["metrics"] for k in scrapers), "the scrape key may do nothing else"
+    # vLLM's own /metrics takes no key; only the NetworkPolicy guards it.
+    assert all(
+        "authorization" not in ep for ep in one(objs, "ServiceMonitor", "vllm")["spec"]["endpoints"]
+    )
 
 
 def test_prometheus_rule_holds_exactly_the_rules_file(objs: list[dict[str, Any]]) -> None:
