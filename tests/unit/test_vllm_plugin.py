@@ -1,0 +1,82 @@
+"""The vLLM plugin that gives base-model rows of a mixed LoRA batch no adapter delta on CPU."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+
+from router import vllm_plugin  # noqa: E402
+
+# vLLM's own ops, taken before any test patches them (the fixture restores them after).
+ORIGINAL = {name: getattr(lora_ops, name) for name in vllm_plugin._PATCHED_NAMES}
+
+
+def test_the_plugin_is_registered_with_vllm() -> None:
+    eps = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
+    assert eps.get("lora_gateway_cpu_lora_fix") == "router.vllm_plugin:register"
+
+
+def test_this_vllm_has_the_bug_the_plugin_fixes() -> None:
+    # If this fails, vLLM fixed its ops and register() patches nothing (see its probe).
+    assert vllm_plugin.gathers_last_slot_for_no_lora(ORIGINAL["bgmv_shrink"])
+    assert not vllm_plugin.gathers_last_slot_for_no_lora(vllm_plugin.bgmv_shrink)
+
+
+@pytest.fixture
+def patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm.lora.ops import torch_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    modules = (lora_ops, torch_ops, punica_cpu)
+    for module in modules:  # monkeypatch puts vLLM's ops back after the test
+        for name in vllm_plugin._PATCHED_NAMES:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(module, name))
+    vllm_plugin.register()
+    vllm_plugin.register()  # vLLM may load plugins more than once in a process
+    for module in modules:
+        for name in vllm_plugin._PATCHED_NAMES:
+            if hasattr(module, name):
+                assert getattr(module, name) is getattr(vllm_plugin, name)
+
+
+def _tensors() -> tuple[Any, ...]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 8, generator=g)  # 6 tokens, hidden 8
+    a = torch.randn(3, 1, 4, 8, generator=g)  # 3 slots, rank 4
+    b = torch.randn(3, 1, 8, 4, generator=g)
+    h = torch.randn(6, 4, generator=g)
+    base = torch.randn(6, 8, generator=g)
+    idx = torch.tensor([0, -1, 2, -1, 1, 2])  # -1: a base-model token
+    return x, a, b, h, base, idx
+
+
+def test_no_lora_rows_get_no_delta_and_the_others_are_unchanged(patched: None) -> None:
+    x, a, b, h, base, idx = _tensors()
+    valid = idx >= 0
+    ours, theirs = torch.zeros(6, 4), torch.zeros(6, 4)
+    lora_ops.bgmv_shrink(x, a, ours, idx, 0.5)
+    ORIGINAL["bgmv_shrink"](x, a, theirs, idx, 0.5)
+    assert torch.count_nonzero(ours[~valid]) == 0
+    assert torch.count_nonzero(theirs[~valid]) > 0  # the bug: the last slot was applied
+    assert torch.equal(ours[valid], theirs[valid])  # bit for bit where an adapter is asked
+
+    for name, args in (("bgmv_expand", ()), ("bgmv_expand_slice", (2, 4))):
+        weights = b if name == "bgmv_expand" else b[:, :, :4]
+        ours, theirs = base.clone(), base.clone()
+        getattr(lora_ops, name)(h, weights, ours, idx, *args, add_inputs=True)
+        ORIGINAL[name](h, weights, theirs, idx, *args, add_inputs=True)
+        assert torch.equal(ours[~valid], base[~valid]), name  # the base output, untouched
+        assert not torch.equal(theirs[~valid], base[~valid]), name
+        assert torch.equal(ours[valid], theirs[valid]), name
+
+    # The prefill (sgmv) ops reach the patched ones through the module's globals.
+    out = base.clone()
+    ones = torch.ones(6, dtype=torch.long)
+    lora_ops.sgmv_expand(h, b, out, None, ones, idx, 6, 1, 6, add_inputs=True)
+    assert torch.equal(out[~valid], base[~valid])
