@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Reinstall when pyproject.toml changes (the stamp name carries its hash).
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+# The demo, tests and benchmarks run on local files: nothing may reach for the model hub
+# (production's `lora-gateway engine --model <hub id>` downloads unless told otherwise).
+export HF_HUB_OFFLINE := 1
 
 .PHONY: install deploy-tools demo test test-fast lint bench clean
 

@@ -295,6 +295,11 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
-def main() -> None:
+@demo_app.callback()
+def _demo_offline() -> None:
+    # The demo runs on files it ships or converts; nothing may reach for the hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
     app()

@@ -149,7 +149,10 @@ class EngineConfig:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "true"
-        env.setdefault("HF_HUB_OFFLINE", "1")
+        if Path(self.model).is_dir():
+            # Weights on disk need nothing from the hub, and a lookup would hang offline.
+            # A hub id (the 8B production model) downloads unless the user set otherwise.
+            env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         if not self.gpu:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))

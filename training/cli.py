@@ -8,7 +8,6 @@ or generate, after the config and the data have been checked.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -401,7 +400,6 @@ def data_preference(
 
 
 def main() -> None:  # pragma: no cover - for `python -m training.cli`
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app()
 
 

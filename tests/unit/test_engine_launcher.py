@@ -122,3 +122,12 @@ def test_settings_refuse_unsafe_keys() -> None:
     assert json.dumps(demo.model_dump(mode="json")).count("demo-admin-key") == 0
     s = Settings(demo=True, backends="http://a:1/, http://b:2")  # type: ignore[arg-type]
     assert s.backends == ["http://a:1", "http://b:2"]
+
+
+def test_offline_only_for_weights_on_disk(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert EngineConfig(model=str(tmp_path)).environment()["HF_HUB_OFFLINE"] == "1"
+    hub = EngineConfig(model="meta-llama/Meta-Llama-3-8B-Instruct", gpu=True).environment()
+    assert "HF_HUB_OFFLINE" not in hub  # the production model downloads
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's choice wins either way
+    assert EngineConfig(model=str(tmp_path)).environment()["HF_HUB_OFFLINE"] == "0"
