@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import socket
 import struct
+import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -177,3 +179,12 @@ def chdir(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(old)
+
+
+def tar_of(d: Path) -> bytes:
+    """The files of ``d`` as a .tar.gz upload."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in sorted(d.iterdir()):
+            tar.add(f, arcname=f.name)
+    return buf.getvalue()

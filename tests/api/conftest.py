@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from router.fake_engine import FakeEngineState, Faults, create_fake_engine
+from tests.api.scripted_upstream import ScriptedUpstream
 from tests.support import TINY_CONFIG, ThreadServer, app_client, demo_settings
 
 ROUTES_YAML = """
@@ -105,3 +106,24 @@ async def app_and_client(
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     async with app_client(settings_factory()) as pair:
         yield pair
+
+
+# A scripted fake engine (tests/api/scripted_upstream.py), for the modules that ask for it.
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[tuple[str, ScriptedUpstream]]:
+    """One scripted fake engine per test module, served on a loopback port."""
+    upstream = ScriptedUpstream()
+    with ThreadServer(upstream) as server:
+        yield server.url, upstream
+
+
+@pytest.fixture()
+def upstream(scripted: tuple[str, ScriptedUpstream]) -> Iterator[ScriptedUpstream]:
+    """The module's scripted engine, with no overrides, adapters or faults left over."""
+    _, up = scripted
+    up.overrides.clear()
+    up.state.loaded.clear()
+    up.state.faults = Faults()
+    yield up
+    up.overrides.clear()
+    up.state.faults = Faults()

@@ -10,8 +10,6 @@ buffers whole bodies and never disconnects).
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from router.fake_engine import FakeEngineState, create_fake_engine
-from tests.support import ADMIN, INFERENCE
+from tests.support import ADMIN, INFERENCE, tar_of
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -43,14 +41,6 @@ class ScriptedUpstream:
             return
         response = await handler(Request(scope, receive))
         await response(scope, receive, send)
-
-
-def tar_of(d: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for f in sorted(d.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
 
 
 async def upload(c: httpx.AsyncClient, d: Path, name: str) -> dict[str, Any]:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from router.fake_engine import FakeEngineState
-from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
-
-
-def tar_of(d: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for f in sorted(d.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
+from tests.support import ADMIN, INFERENCE, app_client, tar_of, write_tiny_adapter
 
 
 async def upload(

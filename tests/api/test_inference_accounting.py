@@ -9,7 +9,7 @@ debited, and every refusal by a limit is counted in ``lora_gateway_rate_limited`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,10 @@ from tests.api.scripted_upstream import (
     stream_then_disconnect,
     upload,
 )
-from tests.support import INFERENCE, ThreadServer, app_client, demo_settings, write_tiny_adapter
+from tests.support import INFERENCE, app_client, demo_settings, write_tiny_adapter
 
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "hello depot"}], "max_tokens": 5}
 STREAM = {**CHAT, "stream": True}
-
-
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[str, ScriptedUpstream]]:
-    upstream = ScriptedUpstream()
-    with ThreadServer(upstream) as server:
-        yield server.url, upstream
-
-
-@pytest.fixture()
-def upstream(scripted: tuple[str, ScriptedUpstream]) -> Iterator[ScriptedUpstream]:
-    _, up = scripted
-    up.overrides.clear()
-    up.state.loaded.clear()
-    up.state.faults = Faults()
-    yield up
-    up.overrides.clear()
-    up.state.faults = Faults()
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,12 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from router.fake_engine import Faults
-from tests.api.scripted_upstream import ScriptedUpstream, sse_data, upload
-from tests.support import INFERENCE, ThreadServer, app_client, demo_settings, write_tiny_adapter
+from tests.api.scripted_upstream import (
+    ScriptedUpstream,
+    sse_data,
+    upload,
+)
+from tests.support import INFERENCE, app_client, demo_settings, write_tiny_adapter
 
 ROUTES = """
 routes:
@@ -43,23 +46,6 @@ HOSTILE_MODELS = [
 ]
 ANSWER_KEYS = {"id", "object", "created", "model", "choices", "usage"}
 BIG = 600 * 1024  # over aiohttp's 512 KiB line limit
-
-
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[str, ScriptedUpstream]]:
-    upstream = ScriptedUpstream()
-    with ThreadServer(upstream) as server:
-        yield server.url, upstream
-
-
-@pytest.fixture()
-def upstream(scripted: tuple[str, ScriptedUpstream]) -> Iterator[ScriptedUpstream]:
-    _, up = scripted
-    up.overrides.clear()
-    up.state.loaded.clear()
-    up.state.faults = Faults()
-    yield up
-    up.overrides.clear()
 
 
 @pytest.fixture()

@@ -8,9 +8,7 @@ with the ``metrics`` (or ``admin``) scope, and everything a caller without a key
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 from gateway.settings import ApiKey, Settings, hash_key
 from router.fake_engine import FakeEngineState
-from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
+from tests.support import ADMIN, INFERENCE, app_client, tar_of, write_tiny_adapter
 
 SCRAPE_KEY = "lgw-scrape-key-for-tests"
 SCRAPER = {"Authorization": f"Bearer {SCRAPE_KEY}"}
@@ -27,14 +25,6 @@ SCRAPER_ENTRY = ApiKey(id="prometheus", key_hash=hash_key(SCRAPE_KEY), scopes=["
 # Every route and adapter name of the test route table (tests/api/conftest.py), and the
 # adapter this module registers.
 TENANT_NAMES = ("echo-base", "classify", "classify-lenient", "ghost", "missing-adapter", "tiny")
-
-
-def tar_of(d: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for f in sorted(d.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
 
 
 def err(r: httpx.Response) -> dict[str, Any]:

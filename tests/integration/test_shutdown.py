@@ -9,12 +9,10 @@ or is answered 503 if it outlives the drain, before the process exits.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import pytest
 
 from router.fake_engine import FakeEngineState, Faults, create_fake_engine
 from tests.integration.helpers import wait_until
-from tests.support import ADMIN, INFERENCE, ThreadServer, free_port, write_tiny_adapter
+from tests.support import ADMIN, INFERENCE, ThreadServer, free_port, tar_of, write_tiny_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +34,6 @@ def slow_engine() -> Iterator[tuple[str, FakeEngineState]]:
     state = FakeEngineState(faults=Faults(chunk_delay=0.1))
     with ThreadServer(create_fake_engine(state)) as server:
         yield server.url, state
-
-
-def tar_of(d: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for f in sorted(d.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
 
 
 def start_gateway(engine_url: str, tmp: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
