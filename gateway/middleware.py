@@ -206,6 +206,8 @@ class GatewayMiddleware:
             if guard.refusal is not None and not started[0]:
                 await reply(guard.refusal)
         finally:
+            if not started[0] and "answered_by_guard" in ctx:
+                status_box[0] = ctx["answered_by_guard"]  # the shutdown guard's 503
             if is_inference:
                 m.in_flight.dec()
                 route = ctx.get("route_label", "none")

@@ -120,6 +120,9 @@ class ShutdownGuard:
                 (b"content-length", str(len(raw)).encode()),
                 (b"connection", b"close"),
             ]
+            ctx = call.scope.get("state", {}).get("ctx")
+            if isinstance(ctx, dict) and "request_id" in ctx:
+                headers.append((b"x-request-id", str(ctx["request_id"]).encode()))
             headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": raw})
@@ -147,6 +150,7 @@ class ShutdownGuard:
             ctx = call.scope.get("state", {}).get("ctx")
             if isinstance(ctx, dict):
                 ctx["error_type"] = ServiceUnavailableError.type
+                ctx["answered_by_guard"] = 503  # unless the response had started
             if call.cancel is not None:
                 call.cancel.cancel()
         await self.wait_idle(within)
