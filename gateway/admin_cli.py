@@ -21,6 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from adapters.validation import CONFIG_FILE, OPTIONAL_FILES, WEIGHTS_FILE
+
 console = Console()
 err = Console(stderr=True)
 adapters_app = typer.Typer(help="Upload, list, promote and remove adapters.", no_args_is_help=True)
@@ -62,15 +64,24 @@ def _call(fn: Any, *args: Any, **kw: Any) -> Any:
         raise typer.Exit(1) from None
 
 
-def pack_adapter_dir(path: Path) -> Path:
-    """A .tar.gz of an adapter directory (files at the archive root)."""
+ADAPTER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE} | OPTIONAL_FILES)
+
+
+def pack_adapter_dir(path: Path, *, only: frozenset[str] | None = None) -> Path:
+    """A .tar.gz of an adapter directory's files (at the archive root), or of ``only`` those."""
     fd, name = tempfile.mkstemp(suffix=".tar.gz")
     os.close(fd)
     with tarfile.open(name, "w:gz") as tar:
         for f in sorted(path.iterdir()):
-            if f.is_file():
+            if f.is_file() and (only is None or f.name in only):
                 tar.add(f, arcname=f.name)
     return Path(name)
+
+
+def left_out_of_upload(path: Path) -> list[str]:
+    """Files in an adapter directory that are not part of an adapter (an eval's eval.md or
+    predictions.jsonl, a training log): an upload leaves them out rather than be refused."""
+    return sorted(f.name for f in path.iterdir() if f.name not in ADAPTER_FILES)
 
 
 class _ProgressReader(io.RawIOBase):
@@ -100,8 +111,17 @@ def upload_adapter(
     eval_report: dict[str, Any] | None = None,
     show_progress: bool = True,
 ) -> tuple[int, dict[str, Any]]:
-    """Upload a directory or archive; returns (status, body). Used by training too."""
-    archive = pack_adapter_dir(path) if path.is_dir() else path
+    """Upload a directory or archive; returns (status, body). Used by training too.
+
+    From a directory only the files an adapter consists of are sent (see
+    :func:`left_out_of_upload`); an archive is sent as it is."""
+    if path.is_dir():
+        skipped = left_out_of_upload(path)
+        if skipped and show_progress:
+            err.print(f"left out of the upload (not part of an adapter): {', '.join(skipped)}")
+        archive = pack_adapter_dir(path, only=ADAPTER_FILES)
+    else:
+        archive = path
     fields: dict[str, str] = {"name": name}
     if alias:
         fields["alias"] = alias

@@ -144,8 +144,9 @@ def eval_command(
         Path | None,
         typer.Option(
             "--out",
-            help="Where eval.json goes (default: the adapter dir; with --gateway: "
-            "runs/eval-<request-type>-<UTC time>/).",
+            help="Where eval.json, eval.md and predictions.jsonl go (default: "
+            "runs/eval-<adapter dir name or request type>-<UTC time>/, never the adapter "
+            "dir, so that it can be uploaded as it is).",
         ),
     ] = None,
     task: Annotated[str | None, typer.Option(help="Task metric (default: from records).")] = None,
@@ -250,11 +251,14 @@ def eval_command(
             from training.base_model import ensure_base_model
 
             base_dir = ensure_base_model(progress=not quiet)
+        from training.serve_eval import default_out_dir
+
+        where = out_dir or default_out_dir(adapter.name)
         report = evaluate(
             base_dir,
             adapter,
             dataset,
-            out_dir=out_dir or adapter,
+            out_dir=where,
             task=task,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
@@ -268,7 +272,7 @@ def eval_command(
     from training.evaluate import markdown_table
 
     out.print(markdown_table(report))
-    console.print(f"wrote {(out_dir or adapter) / 'eval.json'}")
+    console.print(f"wrote {where / 'eval.json'}")
 
 
 def _eval_served(

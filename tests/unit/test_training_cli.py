@@ -135,3 +135,30 @@ def test_gateway_console_script_mounts_the_commands() -> None:
     assert res.exit_code == 0 and "prepare" in res.stdout
     res = runner.invoke(gateway_app, ["train", "--help"])
     assert res.exit_code == 0 and "--register" in res.stdout
+
+
+def test_eval_writes_outside_the_adapter_dir_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.evaluate
+    from training.synthetic import generate
+
+    data = tmp_path / "test.jsonl"
+    record = generate("route-optimization", 1, seed=1, split="test")[0]
+    data.write_text(json.dumps({"messages": record["messages"]}) + "\n")
+    adapter = tmp_path / "my-adapter"
+    adapter.mkdir()
+    seen: dict[str, Path] = {}
+
+    def fake_evaluate(base: object, adapter_dir: object, dataset: object, **kw: object) -> dict:
+        seen["out"] = Path(str(kw["out_dir"]))
+        return {"metrics": {}, "n": 0}
+
+    monkeypatch.setattr(training.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(training.evaluate, "markdown_table", lambda report: "table")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["eval", "--base", str(tmp_path), "--adapter", str(adapter),
+                              "--dataset", str(data)])
+    assert res.exit_code == 0, res.output
+    assert seen["out"].parts[0] == "runs" and seen["out"].name.startswith("eval-my-adapter-")
+    assert not (adapter / "eval.json").exists()
