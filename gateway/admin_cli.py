@@ -1,27 +1,31 @@
 """``lora-gateway adapters ...`` and ``lora-gateway routes ...``: admin over HTTP.
 
-These commands talk to a running gateway with an admin key, exactly as any other
-client would; they share nothing with the server but the wire format.
+These commands talk to a running gateway with an admin key through
+:class:`gateway.admin_client.AdminClient`, exactly as any other client would; they share
+nothing with the server but the wire format. A refusal prints the gateway's message and
+code and exits 1.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-import os
-import tarfile
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from adapters.validation import CONFIG_FILE, OPTIONAL_FILES, WEIGHTS_FILE
+from gateway.admin_client import (
+    AdminAPIError,
+    AdminClient,
+    AdminConnectionError,
+    left_out_of_upload,
+    rich_progress,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -36,123 +40,19 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_KEY = "demo-admin-key"
 
 
-def _client(url: str, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=url.rstrip("/"),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=httpx.Timeout(30.0, read=600.0),
-    )
-
-
-def _check(resp: httpx.Response) -> Any:
-    if resp.status_code >= 400:
-        try:
-            e = resp.json()["error"]
-            msg = f"{e.get('message')} (code {e.get('code')})"
-        except (ValueError, KeyError, TypeError):
-            msg = resp.text[:300]
-        err.print(f"[bold red]error {resp.status_code}:[/] {escape(msg)}")
-        raise typer.Exit(1)
-    return resp.json() if resp.content else None
-
-
-def _call(fn: Any, *args: Any, **kw: Any) -> Any:
+@contextlib.contextmanager
+def _admin(url: str, key: str) -> Iterator[AdminClient]:
+    """An admin client whose refusals and connection errors end the command (exit 1)."""
     try:
-        return _check(fn(*args, **kw))
-    except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot reach the gateway: {escape(str(exc))}")
+        with AdminClient(url, key) as client:
+            yield client
+    except AdminConnectionError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
         raise typer.Exit(1) from None
-
-
-ADAPTER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE} | OPTIONAL_FILES)
-
-
-def pack_adapter_dir(path: Path, *, only: frozenset[str] | None = None) -> Path:
-    """A .tar.gz of an adapter directory's files (at the archive root), or of ``only`` those."""
-    fd, name = tempfile.mkstemp(suffix=".tar.gz")
-    os.close(fd)
-    with tarfile.open(name, "w:gz") as tar:
-        for f in sorted(path.iterdir()):
-            if f.is_file() and (only is None or f.name in only):
-                tar.add(f, arcname=f.name)
-    return Path(name)
-
-
-def left_out_of_upload(path: Path) -> list[str]:
-    """Files in an adapter directory that are not part of an adapter (an eval's eval.md or
-    predictions.jsonl, a training log): an upload leaves them out rather than be refused."""
-    return sorted(f.name for f in path.iterdir() if f.name not in ADAPTER_FILES)
-
-
-class _ProgressReader(io.RawIOBase):
-    """A file wrapper that advances a progress bar as httpx reads it."""
-
-    def __init__(self, f: Any, progress: Progress, task: Any) -> None:
-        self.f, self.progress, self.task = f, progress, task
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self.f.read(size)
-        self.progress.update(self.task, advance=len(data))
-        return data
-
-
-def upload_adapter(
-    url: str,
-    key: str,
-    path: Path,
-    *,
-    name: str,
-    alias: str | None = None,
-    description: str | None = None,
-    labels: dict[str, Any] | None = None,
-    eval_report: dict[str, Any] | None = None,
-    show_progress: bool = True,
-) -> tuple[int, dict[str, Any]]:
-    """Upload a directory or archive; returns (status, body). Used by training too.
-
-    From a directory only the files an adapter consists of are sent (see
-    :func:`left_out_of_upload`); an archive is sent as it is."""
-    if path.is_dir():
-        skipped = left_out_of_upload(path)
-        if skipped and show_progress:
-            err.print(f"left out of the upload (not part of an adapter): {', '.join(skipped)}")
-        archive = pack_adapter_dir(path, only=ADAPTER_FILES)
-    else:
-        archive = path
-    fields: dict[str, str] = {"name": name}
-    if alias:
-        fields["alias"] = alias
-    if description:
-        fields["description"] = description
-    if labels:
-        fields["labels"] = json.dumps(labels)
-    if eval_report:
-        fields["eval"] = json.dumps(eval_report)
-    try:
-        size = archive.stat().st_size
-        with (
-            archive.open("rb") as f,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=err,
-                disable=not show_progress,
-            ) as progress,
-        ):
-            task = progress.add_task(f"uploading {name}", total=size)
-            reader = _ProgressReader(f, progress, task)
-            with _client(url, key) as c:
-                upload: Any = (archive.name, reader, "application/gzip")
-                resp = c.post("/v1/adapters", data=fields, files={"file": upload})
-        return resp.status_code, resp.json()
-    finally:
-        if archive != path:
-            archive.unlink(missing_ok=True)
+    except AdminAPIError as exc:
+        code = f" (code {exc.code})" if exc.code else ""
+        err.print(f"[bold red]error {exc.status}:[/] {escape(exc.message + code)}")
+        raise typer.Exit(1) from None
 
 
 @adapters_app.command("upload")
@@ -165,30 +65,35 @@ def upload(
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
-    """Upload an adapter (with a progress bar); prints the registered version."""
+    """Upload an adapter (with a progress bar); prints the registered version.
+
+    From a directory only the files an adapter consists of are sent; the others are named."""
     report = json.loads(eval_file.read_text()) if eval_file else None
+    skipped = left_out_of_upload(path) if path.is_dir() else []
+    if skipped:
+        err.print(f"left out of the upload (not part of an adapter): {', '.join(skipped)}")
     try:
-        status, body = upload_adapter(
-            url, key, path, name=name, alias=alias, description=description, eval_report=report
-        )
-    except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot reach the gateway: {escape(str(exc))}")
+        with AdminClient(url, key) as client, rich_progress(err, f"uploading {name}") as bar:
+            done = client.upload_adapter(
+                path, name=name, alias=alias, description=description, eval_report=report,
+                progress=bar,
+            )
+    except AdminConnectionError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
         raise typer.Exit(1) from None
-    if status >= 400:
-        e = body.get("error", {})
-        err.print(
-            f"[bold red]refused ({status}, {e.get('code')}):[/] {escape(str(e.get('message')))}"
-        )
-        raise typer.Exit(1)
-    verb = "registered" if status == 201 else "already registered as"
-    console.print(f"{verb} [bold]{body['id']}[/] digest {body['digest'][:12]} rank {body['rank']}")
+    except AdminAPIError as exc:
+        err.print(f"[bold red]refused ({exc.status}, {exc.code}):[/] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    v = done.version
+    verb = "registered" if done.created else "already registered as"
+    console.print(f"{verb} [bold]{v['id']}[/] digest {v['digest'][:12]} rank {v['rank']}")
 
 
 @adapters_app.command("list")
 def list_(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
     """List adapters, their versions and aliases."""
-    with _client(url, key) as c:
-        data = _call(c.get, "/v1/adapters")["data"]
+    with _admin(url, key) as client:
+        data = client.list_adapters()
     table = Table("adapter", "versions", "aliases", "latest digest")
     for a in data:
         aliases = ", ".join(f"{k}→{v['version']}" for k, v in a["aliases"].items())
@@ -201,8 +106,8 @@ def list_(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
 @adapters_app.command("show")
 def show(name: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
     """Show one adapter as JSON (versions, per-backend state, aliases, history)."""
-    with _client(url, key) as c:
-        console.print_json(data=_call(c.get, f"/v1/adapters/{name}"))
+    with _admin(url, key) as client:
+        console.print_json(data=client.get_adapter(name))
 
 
 @adapters_app.command("alias")
@@ -215,22 +120,23 @@ def alias_(
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
     """Point NAME@ALIAS at VERSION (promote), or --rollback."""
-    with _client(url, key) as c:
+    if not rollback and version is None:
+        err.print("[bold red]error:[/] give a VERSION or --rollback")
+        raise typer.Exit(2)
+    with _admin(url, key) as client:
         if rollback:
-            out = _call(c.post, f"/v1/adapters/{name}/aliases/{alias}/rollback")
-        elif version is None:
-            err.print("[bold red]error:[/] give a VERSION or --rollback")
-            raise typer.Exit(2)
+            out = client.rollback_alias(name, alias)
         else:
-            out = _call(c.put, f"/v1/adapters/{name}/aliases/{alias}", json={"version": version})
+            assert version is not None
+            out = client.set_alias(name, alias, version)
     console.print(f"{name}@{alias} → {out['id']}")
 
 
 @adapters_app.command("rm")
 def rm(name: str, version: int, url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
     """Delete NAME@VERSION (refused while an alias or a route points at it)."""
-    with _client(url, key) as c:
-        _call(c.delete, f"/v1/adapters/{name}/versions/{version}")
+    with _admin(url, key) as client:
+        client.delete_version(name, version)
     console.print(f"deleted {name}@{version}")
 
 
@@ -242,12 +148,8 @@ def load(
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
     """Pre-warm REF (name, name@N, name@alias) on one or all backends."""
-    with _client(url, key) as c:
-        console.print_json(
-            data=_call(
-                c.post, f"/v1/adapters/{ref}/load", params={"backend": backend} if backend else None
-            )
-        )
+    with _admin(url, key) as client:
+        console.print_json(data=client.load(ref, backend=backend))
 
 
 @adapters_app.command("unload")
@@ -258,21 +160,15 @@ def unload(
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
     """Unload REF from one or all backends (it stays registered)."""
-    with _client(url, key) as c:
-        console.print_json(
-            data=_call(
-                c.post,
-                f"/v1/adapters/{ref}/unload",
-                params={"backend": backend} if backend else None,
-            )
-        )
+    with _admin(url, key) as client:
+        console.print_json(data=client.unload(ref, backend=backend))
 
 
 @routes_app.command("list")
 def routes_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
     """Show request types and what each resolves to now."""
-    with _client(url, key) as c:
-        data = _call(c.get, "/v1/routes")["routes"]
+    with _admin(url, key) as client:
+        data = client.list_routes()
     table = Table("request type", "adapter / split", "resolves to", "schema")
     for r in data:
         target = r["adapter"] or json.dumps(r["split"])
@@ -283,6 +179,6 @@ def routes_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
 @routes_app.command("reload")
 def routes_reload(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
     """Re-read the route table file on the gateway (an invalid file is refused)."""
-    with _client(url, key) as c:
-        data = _call(c.post, "/v1/routes/reload")["routes"]
+    with _admin(url, key) as client:
+        data = client.reload_routes()
     console.print(f"reloaded: {len(data)} request types")

@@ -9,8 +9,7 @@ from typing import Any
 
 from load_tests.client import RequestRecord
 from load_tests.generator import RunResult
-from load_tests.report import MEMORY_GAUGE
-from load_tests.stats import split_key
+from load_tests.stats import MEMORY_GAUGE, split_key
 
 
 def _plt() -> Any:

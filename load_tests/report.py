@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests.generator import RunResult
-from load_tests.stats import split_key, summarize_arms
+from load_tests.stats import MEMORY_GAUGE, split_key, summarize_arms
 
 SCHEMA_VERSION = 1
 PACKAGES = (
@@ -61,7 +61,6 @@ COMPARED = (
     "itl_s.p99",
     "itl_s.max",
 )
-MEMORY_GAUGE = "process_resident_memory_bytes"
 
 
 @dataclass

@@ -36,10 +36,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
-import httpx
-
+from gateway.admin_client import AdminAPIError, AdminClient
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 
 Upstream = Literal["vllm", "fake"]
@@ -222,67 +220,41 @@ def fake_upstream_process(port: int, log: Path) -> ManagedProcess:
     return ManagedProcess("fake engine", argv, env=dict(os.environ), log=log)
 
 
-class AdminClient:
-    """Owns an admin-key HTTP client to the gateway: uploads, pre-warm, unload, lookups."""
+def _upload(admin: AdminClient, files: AdapterFiles, *, name: str, alias: str | None = None) -> str:
+    """Register one version; returns its id (``name@N``)."""
+    try:
+        return admin.upload_adapter(files.path, name=name, alias=alias, eval_report=files.eval).id
+    except AdminAPIError as exc:
+        raise StackError(f"uploading {name} from {files.path} was refused: {exc}") from None
 
-    def __init__(self, url: str, key: str = DEMO_ADMIN_KEY) -> None:
-        self.url = url
-        self.key = key
-        self.http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-        )
 
-    def close(self) -> None:
-        self.http.close()
-
-    def upload(self, files: AdapterFiles, *, name: str, alias: str | None = None) -> str:
-        """Register one version; returns its id (``name@N``)."""
-        from gateway.admin_cli import upload_adapter
-
-        status, body = upload_adapter(
-            self.url,
-            self.key,
-            files.path,
-            name=name,
-            alias=alias,
-            eval_report=files.eval,
-            show_progress=False,
-        )
-        if status >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise StackError(f"uploading {name} from {files.path} was refused: {error or body}")
-        return str(body["id"])
-
-    def load(self, ref: str) -> None:
-        r = self.http.post(f"/v1/adapters/{quote(ref, safe='@')}/load")
-        if r.status_code != 200 or any(
-            str(v).startswith("failed") for v in r.json().get("backends", {}).values()
-        ):
-            raise StackError(f"pre-warming {ref} failed: HTTP {r.status_code} {r.text[:300]}")
-
-    def engine_name(self, ref: str) -> str:
-        """The name the engine knows version ``ref`` (``name@N``) by."""
-        name, _, version = ref.partition("@")
-        r = self.http.get(f"/v1/adapters/{quote(name)}")
-        if r.status_code != 200:
-            raise StackError(f"looking up {name}: HTTP {r.status_code} {r.text[:300]}")
-        for v in r.json()["versions"]:
-            if str(v["version"]) == version:
-                return str(v["engine_name"])
-        raise StackError(f"{ref} is not a registered version")
+def _prewarm(admin: AdminClient, ref: str) -> str:
+    """Load ``ref`` (``name@N``) on every backend; returns the name the engine knows it by."""
+    name, _, version = ref.partition("@")
+    try:
+        placed = admin.load(ref)
+        versions = admin.get_adapter(name)["versions"]
+    except AdminAPIError as exc:
+        raise StackError(f"pre-warming {ref} failed: {exc}") from None
+    failed = {b: s for b, s in placed.get("backends", {}).items() if str(s).startswith("failed")}
+    if failed:
+        raise StackError(f"pre-warming {ref} failed: {failed}")
+    for v in versions:
+        if str(v["version"]) == version:
+            return str(v["engine_name"])
+    raise StackError(f"{ref} is not a registered version")
 
 
 def register_adapters(admin: AdminClient, spec: StackSpec, stack: Stack, say: Say) -> None:
     """Upload the demo adapters (alias prod) and the many versions; pre-warm the prod ones."""
     for task, files in spec.adapters.items():
         name = DEMO_ADAPTER_NAMES[task]
-        ref = admin.upload(files, name=name, alias="prod")
-        admin.load(ref)
-        stack.direct_models[task] = admin.engine_name(ref)
+        ref = _upload(admin, files, name=name, alias="prod")
+        stack.direct_models[task] = _prewarm(admin, ref)
         stack.cold_adapters[task] = f"{name}@prod"
         say(f"{task} → {ref} ({files.kind} adapter), engine name {stack.direct_models[task]}")
     for i, path in enumerate(spec.many_versions):
-        ref = admin.upload(AdapterFiles(path), name=MANY_NAME)
+        ref = _upload(admin, AdapterFiles(path), name=MANY_NAME)
         if ref in stack.many_models:
             raise StackError(f"version {i + 1} of {MANY_NAME} ({path}) repeats {ref}'s content")
         stack.many_models.append(ref)
@@ -351,7 +323,7 @@ def bench_stack(spec: StackSpec, *, work_dir: Path, say: Say | None = None) -> I
             pids={"upstream": upstream_pid, "gateway": gw.pid or 0},
             logs={"upstream": upstream_log, "gateway": gw.log},
         )
-        admin = AdminClient(gateway_url)
+        admin = AdminClient(gateway_url, DEMO_ADMIN_KEY)
         stoppers.append(admin.close)
         register_adapters(admin, spec, stack, say)
         yield stack

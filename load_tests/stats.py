@@ -21,6 +21,9 @@ from typing import Any
 from load_tests.client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
+# The resident-memory gauge every sampled process exports (the report's growth figures and
+# the memory plot read it).
+MEMORY_GAUGE = "process_resident_memory_bytes"
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

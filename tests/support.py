@@ -12,6 +12,8 @@ import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,16 @@ def tar_of(d: Path) -> bytes:
         for f in sorted(d.iterdir()):
             tar.add(f, arcname=f.name)
     return buf.getvalue()
+
+
+def parse_multipart(request: httpx.Request) -> dict[str, Any]:
+    """A multipart request's parts: a file part as bytes, a form field as text."""
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    msg = BytesParser(policy=HTTP).parsebytes(head + request.read())
+    parts: dict[str, Any] = {}
+    for part in msg.iter_parts():
+        name = str(part.get_param("name", header="content-disposition"))
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        parts[name] = payload if part.get_filename() else payload.decode()
+    return parts

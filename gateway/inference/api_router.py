@@ -14,7 +14,7 @@ from gateway.inference.protocol import (
     error_responses,
 )
 from gateway.inference.serving import InferenceService, Reply
-from gateway.streaming import ProxyStreamResponse
+from gateway.inference.streaming import ProxyStreamResponse
 
 router = APIRouter(tags=["inference"])
 

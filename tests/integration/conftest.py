@@ -139,7 +139,7 @@ def admin(gw_url: str) -> Iterator[httpx.Client]:
 
 
 def upload_dir(admin: httpx.Client, path: Path, name: str, **fields: str) -> dict[str, Any]:
-    from gateway.admin_cli import pack_adapter_dir
+    from gateway.admin_client import pack_adapter_dir
 
     archive = pack_adapter_dir(path)
     try:

@@ -35,7 +35,7 @@ def test_demo_run_once_serves_each_request_type_then_stops_everything(
         [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from cli.main import main; main()",
             "demo",
             "run",
             "--once",

@@ -34,7 +34,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.admin_cli import pack_adapter_dir
+from gateway.admin_client import pack_adapter_dir
 from gateway.app import create_app
 from tests.integration.conftest import upload_dir
 from tests.integration.helpers import TRAINED, error_envelope, greedy_answer, wait_until

@@ -27,7 +27,7 @@ def test_engine_command_stops_the_whole_group_on_sigterm(base_model: Path,
                                                          tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "engine",
+        [sys.executable, "-c", "from cli.main import main; main()", "engine",
          "--model", str(base_model), "--port", str(port), "--log-file",
          str(tmp_path / "engine.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

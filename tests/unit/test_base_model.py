@@ -235,7 +235,7 @@ def _refuse(**_: Any) -> Path:
 def test_demo_base_model_command_prints_one_line_on_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.cli import app
+    from cli.main import app
 
     monkeypatch.setattr(bm, "ensure_base_model", _refuse)
     result = CliRunner().invoke(app, ["demo", "base-model"])
@@ -247,7 +247,7 @@ def test_demo_base_model_command_prints_one_line_on_error(
 def test_demo_base_model_command_prints_the_directory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gateway.cli import app
+    from cli.main import app
 
     seen: dict[str, Any] = {}
 

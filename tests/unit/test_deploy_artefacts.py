@@ -334,8 +334,9 @@ def test_the_copied_files_build_a_wheel_with_the_console_script(tmp_path: Path) 
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path[:] = [{str(target)!r}] + [p for p in sys.path if p and p != {str(ROOT)!r}]
-import gateway.cli, gateway.app
-assert gateway.cli.__file__.startswith({str(target)!r}), gateway.cli.__file__
+import cli.main, gateway.cli, gateway.app
+for module in (cli.main, gateway.cli):
+    assert module.__file__.startswith({str(target)!r}), module.__file__
 for name in ("training", "load_tests"):
     assert name not in sys.modules, name
     try:
@@ -345,8 +346,9 @@ for name in ("training", "load_tests"):
     else:
         raise SystemExit(name + " is importable: the probe is not isolated")
 from typer.testing import CliRunner
-result = CliRunner().invoke(gateway.cli.app, ["serve", "--help"])
-assert result.exit_code == 0, result.output
+for app in (cli.main.app, gateway.cli.app):
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
 print("ok")
 """
     proc = subprocess.run(

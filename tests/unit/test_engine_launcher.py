@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from cli.main import app
 from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
 
 

@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from gateway.inference.projection import StreamCheck
 from gateway.inference.relay import StreamReply, delta_tokens
+from gateway.inference.streaming import ProxyStreamResponse
 from gateway.inference.upstream import Lease
-from gateway.streaming import ProxyStreamResponse
 from router.backend import EngineError, VLLMBackend
 from router.pool import BackendState
 from tests.support import ThreadServer

@@ -128,12 +128,12 @@ def test_eval_refuses_bad_input_before_loading(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unknown task 'poetry'" in res.stderr
 
 
-def test_gateway_console_script_mounts_the_commands() -> None:
-    from gateway.cli import app as gateway_app
+def test_the_console_script_mounts_the_commands() -> None:
+    from cli.main import app as console_app
 
-    res = runner.invoke(gateway_app, ["data", "--help"])
+    res = runner.invoke(console_app, ["data", "--help"])
     assert res.exit_code == 0 and "prepare" in res.stdout
-    res = runner.invoke(gateway_app, ["train", "--help"])
+    res = runner.invoke(console_app, ["train", "--help"])
     assert res.exit_code == 0 and "--register" in res.stdout
 
 

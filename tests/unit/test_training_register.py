@@ -1,21 +1,20 @@
-"""Upload to the gateway (multipart, progress over the bytes), and the LLM judge client."""
+"""``register_adapter`` (the admin client, errors as RegisterError), and the LLM judge client."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-from email.parser import BytesParser
-from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support import parse_multipart
 from training.errors import RegisterError, TrainingError
 from training.judge import JudgeConfig, judge_answers, parse_grade
-from training.register import pack_adapter, register_adapter
+from training.register import register_adapter
 
 
 def adapter_dir(tmp: Path) -> Path:
@@ -25,30 +24,6 @@ def adapter_dir(tmp: Path) -> Path:
     (d / "adapter_model.safetensors").write_bytes(b"\0" * 5000)
     (d / "README.md").write_text("# card")
     return d
-
-
-def parse_multipart(request: httpx.Request) -> dict[str, Any]:
-    body = request.read()
-    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
-    msg = BytesParser(policy=HTTP).parsebytes(head + body)
-    parts: dict[str, Any] = {}
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        parts[name] = payload if part.get_filename() else payload.decode()
-    return parts
-
-
-def test_pack_is_flat(tmp_path: Path) -> None:
-    archive = pack_adapter(adapter_dir(tmp_path), tmp_path / "a.tar.gz")
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-    assert [m.name for m in members] == [
-        "README.md",
-        "adapter_config.json",
-        "adapter_model.safetensors",
-    ]
-    assert all(m.uid == 0 and m.uname == "" for m in members)
 
 
 def test_register_sends_the_archive_and_fields(tmp_path: Path) -> None:

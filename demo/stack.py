@@ -9,7 +9,9 @@
    (or, for `lora-gateway demo evaluate`, score each adapter against the base model given
    the same prompt and schema on its held-out test split, through the gateway).
 
-Everything heavy is imported here, inside the demo command, never by the gateway.
+The demo wing drives the stack from above: it starts the engine and the gateway as
+processes (the gateway through its own thin CLI, ``gateway.cli``), and imports training,
+the demo adapters and the engine launcher inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -177,22 +179,18 @@ def demo_stack(
             f"admin key {DEMO_ADMIN_KEY})"
         )
         console.rule("5/5 register adapters")
-        from gateway.admin_cli import upload_adapter
+        from gateway.admin_client import AdminAPIError, AdminClient
 
-        for task, info in adapters.items():
-            name = DEMO_ADAPTERS[task]
-            status, body = upload_adapter(
-                url,
-                DEMO_ADMIN_KEY,
-                Path(info["path"]),
-                name=name,
-                alias="prod",
-                eval_report=info.get("eval"),
-                show_progress=False,
-            )
-            if status >= 400:
-                raise RuntimeError(f"uploading {name} was refused: {body}")
-            console.print(f"{task} → {body['id']} ({'new' if status == 201 else 'known'})")
+        with AdminClient(url, DEMO_ADMIN_KEY) as admin:
+            for task, info in adapters.items():
+                name = DEMO_ADAPTERS[task]
+                try:
+                    done = admin.upload_adapter(
+                        Path(info["path"]), name=name, alias="prod", eval_report=info.get("eval")
+                    )
+                except AdminAPIError as exc:
+                    raise RuntimeError(f"uploading {name} was refused: {exc}") from None
+                console.print(f"{task} → {done.id} ({'new' if done.created else 'known'})")
         yield DemoStack(url=url, gateway=gateway, engine=engine, gateway_log=glog)
     except EngineLaunchError as exc:
         raise RuntimeError(str(exc)) from exc
