@@ -262,3 +262,40 @@ def test_base_batched_with_an_adapter_keeps_its_own_answer(
         # not an AssertionError: this would be another failure than the one expected
         raise RuntimeError("the adapter's generation ended before the base request's")
     assert base == ("base", pinned["base"])
+
+
+# --- 3. the gateway's adapter budget on the real engine ----------------------------------
+def test_an_adapter_budget_evicts_the_least_recently_used_and_answers_stay_right(
+    stack: Stack, pinned: dict[str, str], adapter_ids: list[str], base_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A second gateway on the same engine, holding at most two adapters there.
+    settings = demo_settings(
+        tmp_path_factory.mktemp("gw-budget"), backends=stack.engine.config.url,
+        base_model_path=base_model, health_interval=0.5, rate_limit_rpm=100_000,
+        max_loaded_adapters_per_engine=2,
+    )
+    names = {task: name.replace("ck-", "bg-") for task, name in ADAPTERS.items()}
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, headers=ADMIN, timeout=120) as admin,
+    ):
+        ids = {
+            task: upload_dir(admin, TRAINED / task / "adapter", name)["id"]
+            for task, name in names.items()
+        }
+        sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="demo-inference-key",
+                            max_retries=0, timeout=300)
+        same_weights = dict(zip(ADAPTERS, adapter_ids, strict=True))  # task -> ck-*@1
+        for task in [*names, *names]:  # a, b, c (evicts a), a (evicts b), b, c
+            version, content = greedy_answer(sdk, ids[task], PROMPT, max_tokens=ANSWER_TOKENS)
+            assert version == ids[task]
+            assert content == pinned[same_weights[task]], (task, content)
+        families = {
+            s.name: s.value
+            for fam in text_string_to_metric_families(admin.get("/metrics").text)
+            for s in fam.samples
+        }
+    assert families["lora_gateway_adapter_evictions_total"] >= 4
+    assert families["lora_gateway_loaded_adapters"] <= 2
+    assert stack.engine_healthy()
