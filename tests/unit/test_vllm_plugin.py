@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
-from router import vllm_plugin  # noqa: E402
+from engine import vllm_plugin  # noqa: E402
 
 # vLLM's own ops, taken before any test patches them (the fixture restores them after).
 ORIGINAL = {name: getattr(lora_ops, name) for name in vllm_plugin._PATCHED_NAMES}
@@ -18,7 +18,7 @@ ORIGINAL = {name: getattr(lora_ops, name) for name in vllm_plugin._PATCHED_NAMES
 
 def test_the_plugin_is_registered_with_vllm() -> None:
     eps = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
-    assert eps.get("lora_gateway_cpu_lora_fix") == "router.vllm_plugin:register"
+    assert eps.get("lora_gateway_cpu_lora_fix") == "engine.vllm_plugin:register"
 
 
 def test_this_vllm_has_the_bug_the_plugin_fixes() -> None:
