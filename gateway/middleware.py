@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 import orjson
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import (
@@ -124,6 +124,9 @@ class GatewayMiddleware:
         self.app = app
         self._gw = gw_getter
         self._policies: dict[int, RoutePolicy] = {}
+        # Routes without path parameters (inference among them), by method and path: the
+        # hot path then skips matching every route before Starlette's router matches again.
+        self._static: dict[tuple[str, str], RoutePolicy] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -221,6 +224,10 @@ class GatewayMiddleware:
 
     def _policy(self, scope: Scope) -> RoutePolicy:
         """The policy of the route Starlette's router will pick (the first full match)."""
+        static_key = (scope["method"], scope["path"])
+        known = self._static.get(static_key)
+        if known is not None:
+            return known
         router = getattr(scope.get("app"), "router", None)
         for route in getattr(router, "routes", ()):
             match, _ = route.matches(scope)
@@ -232,6 +239,8 @@ class GatewayMiddleware:
                     )
                     policy = RoutePolicy(required_scope(route), upload=upload)
                     self._policies[id(route)] = policy
+                if isinstance(route, Route) and "{" not in route.path:  # not a Mount
+                    self._static[static_key] = policy
                 return policy
         return _UNMATCHED
 
