@@ -215,6 +215,13 @@ class TrainConfig(_Strict):
         default=False,
         description="Compute the loss on prompt tokens too; false: answer tokens only.",
     )
+    answer_field_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Loss weight of the values of these answer JSON keys, wherever they "
+        "appear (other answer tokens weigh 1): the few tokens that decide an answer (a "
+        "flag, a count, a choice) otherwise drown among the many that are copied. Chat "
+        "records only; {}: every answer token weighs the same.",
+    )
     task: str | None = Field(
         default=None,
         description="The task metric to validate and evaluate with (shipment-classification, "
@@ -383,6 +390,17 @@ class TrainConfig(_Strict):
                     )
         if self.fp16 and self.bf16 is True:
             raise _field_error("fp16", "fp16 and bf16 are exclusive")
+        for key, weight in self.answer_field_weights.items():
+            if not weight > 0:
+                raise _field_error(
+                    f"answer_field_weights.{key}", f"weight {weight} must be above 0"
+                )
+        if self.answer_field_weights and (self.rl is not None or self.train_on_inputs):
+            raise _field_error(
+                "answer_field_weights",
+                "answer field weights apply to supervised training on answers only "
+                "(not with rl or train_on_inputs)",
+            )
         return self
 
     # --- derived values -----------------------------------------------------------------

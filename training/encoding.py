@@ -13,6 +13,8 @@ Nothing here imports torch; the tokenizer is passed in.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from training.data import Example
@@ -49,21 +51,71 @@ def chat_segments(tokenizer: Any, messages: list[dict[str, str]]) -> list[tuple[
     return [(text, is_answer) for text, is_answer in segments if text]
 
 
+_JSON_VALUE = r'("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
+
+
+def value_spans(text: str, field_weights: Mapping[str, float]) -> list[tuple[int, int, float]]:
+    """(start, end, weight) of every scalar value of a weighted JSON key in ``text``.
+
+    A key is weighted wherever it appears (top level or inside a list of objects); only
+    its value's characters are, not the key's name, which the schema already fixes.
+    """
+    spans: list[tuple[int, int, float]] = []
+    for key, weight in field_weights.items():
+        for m in re.finditer(rf'"{re.escape(key)}"\s*:\s*{_JSON_VALUE}', text):
+            spans.append((m.start(1), m.end(1), float(weight)))
+    return spans
+
+
+def token_weights(
+    tokenizer: Any, text: str, field_weights: Mapping[str, float]
+) -> tuple[list[int], list[float]]:
+    """Token ids of ``text`` and each token's loss weight (1, or its field's weight).
+
+    A token that overlaps a weighted value takes the largest weight it overlaps, so the
+    few tokens that decide an answer (a flag, a count, a choice) weigh as set however
+    the tokenizer splits them. Needs a fast tokenizer (character offsets).
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = value_spans(text, field_weights)
+    weights = []
+    for start, end in enc["offset_mapping"]:
+        hits = [w for s, e, w in spans if start < e and end > s]
+        weights.append(max(hits) if hits else 1.0)
+    return list(enc["input_ids"]), weights
+
+
 def encode_example(
-    tokenizer: Any, ex: Example, *, sequence_len: int, train_on_inputs: bool = False
-) -> dict[str, list[int]] | None:
+    tokenizer: Any,
+    ex: Example,
+    *,
+    sequence_len: int,
+    train_on_inputs: bool = False,
+    field_weights: Mapping[str, float] | None = None,
+) -> dict[str, Any] | None:
     """input_ids, attention_mask and labels for a chat or completion example.
 
-    Returns None when the example is longer than ``sequence_len`` tokens: cutting it
-    would train on a truncated answer (Axolotl drops such examples too).
+    With ``field_weights`` (chat examples), a ``weights`` list gives each token's loss
+    weight: 0 where the label is masked, the field's weight on a weighted answer value,
+    1 elsewhere. Returns None when the example is longer than ``sequence_len`` tokens:
+    cutting it would train on a truncated answer (Axolotl drops such examples too).
     """
     ids: list[int] = []
     labels: list[int] = []
+    weights: list[float] = []
     if ex.kind == "chat":
         for text, is_answer in chat_segments(tokenizer, ex.messages):
-            part = tokenizer(text, add_special_tokens=False)["input_ids"]
+            trained = is_answer or train_on_inputs
+            if field_weights and is_answer:
+                part, part_w = token_weights(tokenizer, text, field_weights)
+            else:
+                part = tokenizer(text, add_special_tokens=False)["input_ids"]
+                part_w = [1.0 if trained else 0.0] * len(part)
             ids += part
-            labels += part if (is_answer or train_on_inputs) else [IGNORE_INDEX] * len(part)
+            weights += part_w
+            labels += part if trained else [IGNORE_INDEX] * len(part)
+    elif field_weights:
+        raise DataError(f"{ex.source}: answer field weights need chat records")
     elif ex.kind == "completion":
         ids = list(tokenizer(ex.text, add_special_tokens=True)["input_ids"])
         if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
@@ -75,18 +127,30 @@ def encode_example(
         return None
     if all(label == IGNORE_INDEX for label in labels):
         raise DataError(f"{ex.source}: no answer tokens to train on")
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    row: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    if field_weights:
+        row["weights"] = weights
+    return row
 
 
 def encode_all(
-    tokenizer: Any, examples: list[Example], *, sequence_len: int, train_on_inputs: bool
-) -> tuple[list[dict[str, list[int]]], list[str]]:
+    tokenizer: Any,
+    examples: list[Example],
+    *,
+    sequence_len: int,
+    train_on_inputs: bool,
+    field_weights: Mapping[str, float] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Encode every example; return (encoded, sources of those dropped as too long)."""
-    encoded: list[dict[str, list[int]]] = []
+    encoded: list[dict[str, Any]] = []
     dropped: list[str] = []
     for ex in examples:
         item = encode_example(
-            tokenizer, ex, sequence_len=sequence_len, train_on_inputs=train_on_inputs
+            tokenizer,
+            ex,
+            sequence_len=sequence_len,
+            train_on_inputs=train_on_inputs,
+            field_weights=field_weights,
         )
         if item is None:
             dropped.append(ex.source)
@@ -101,21 +165,30 @@ def prompt_text(tokenizer: Any, ex: Example) -> str:
 
 
 class PadCollator:
-    """Pads a batch of encoded examples on the right; labels are padded with -100."""
+    """Pads a batch of encoded examples on the right; labels are padded with -100.
+
+    Rows with loss ``weights`` get them padded with 0 as a float tensor.
+    """
 
     def __init__(self, pad_id: int, *, multiple_of: int = 8) -> None:
         self.pad_id = pad_id
         self.multiple_of = multiple_of
 
-    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         longest = max(len(b["input_ids"]) for b in batch)
         width = -(-longest // self.multiple_of) * self.multiple_of
         out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+        weights: list[list[float]] = []
         for b in batch:
             pad = width - len(b["input_ids"])
             out["input_ids"].append(b["input_ids"] + [self.pad_id] * pad)
             out["attention_mask"].append(b["attention_mask"] + [0] * pad)
             out["labels"].append(b["labels"] + [IGNORE_INDEX] * pad)
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+            if "weights" in b:
+                weights.append(b["weights"] + [0.0] * pad)
+        tensors = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        if weights:
+            tensors["weights"] = torch.tensor(weights, dtype=torch.float32)
+        return tensors

@@ -193,12 +193,14 @@ def _train_and_export(
             prepared.train,
             sequence_len=cfg.sequence_len,
             train_on_inputs=cfg.train_on_inputs,
+            field_weights=cfg.answer_field_weights,
         )
         val_rows, val_dropped = encode_all(
             tokenizer,
             prepared.val,
             sequence_len=cfg.sequence_len,
             train_on_inputs=cfg.train_on_inputs,
+            field_weights=cfg.answer_field_weights,
         )
         dropped += val_dropped
         if not train_rows:

@@ -183,16 +183,55 @@ def training_arguments(
     )
 
 
+def weighted_token_loss(logits: Any, labels: Any, weights: Any) -> Any:
+    """Next-token cross-entropy, each target token weighted; the weighted mean.
+
+    ``weights`` line up with ``labels`` (0 where the label is masked), so the loss of a
+    micro-batch is sum(w * ce) / sum(w): a weight-5 token counts as five answer tokens.
+    """
+    import torch.nn.functional as F
+
+    logits = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    w = weights[:, 1:].to(logits.dtype) * (targets != -100)
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    )
+    return (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-8)
+
+
 class TaskTrainer(TaskEvalMixin, Trainer):
-    """transformers' Trainer plus task-metric validation and best-checkpoint keeping."""
+    """transformers' Trainer plus task-metric validation and best-checkpoint keeping.
+
+    Batches that carry loss ``weights`` (``answer_field_weights`` in the config) are
+    scored with :func:`weighted_token_loss` instead of the model's own loss.
+    """
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        weights = inputs.pop("weights", None)
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = weighted_token_loss(outputs.logits, labels, weights)
+        return (loss, outputs) if return_outputs else loss
 
 
 def build_sft_trainer(
     cfg: TrainConfig,
     model: Any,
     tokenizer: Any,
-    train_rows: list[dict[str, list[int]]],
-    val_rows: list[dict[str, list[int]]],
+    train_rows: list[dict[str, Any]],
+    val_rows: list[dict[str, Any]],
     callbacks: list[Any],
 ) -> TaskTrainer:
     args = training_arguments(cfg, has_val=bool(val_rows))
@@ -204,6 +243,10 @@ def build_sft_trainer(
         data_collator=PadCollator(int(tokenizer.pad_token_id)),
         callbacks=callbacks,
     )
+    if cfg.answer_field_weights:
+        # The weighted loss is a micro-batch mean, so the Trainer must divide it by the
+        # accumulation steps, as it does for models that take no loss kwargs.
+        trainer.model_accepts_loss_kwargs = False
     quiet(trainer)
     return trainer
 
@@ -216,14 +259,14 @@ def quiet(trainer: Any) -> None:
     trainer.remove_callback(ProgressCallback)
 
 
-class _ListDataset(torch.utils.data.Dataset[dict[str, list[int]]]):
+class _ListDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """A map-style dataset over pre-encoded rows."""
 
-    def __init__(self, rows: list[dict[str, list[int]]]) -> None:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         return self.rows[i]
