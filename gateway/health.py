@@ -57,7 +57,7 @@ async def ready(gw: Gw) -> Response:
             name=st.backend.name,
             healthy=st.healthy,
             adapters_loaded=len(st.holds),
-            outstanding=st.backend.outstanding,
+            outstanding=st.outstanding,
         )
         for st in gw.pool.states.values()
     ]

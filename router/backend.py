@@ -129,7 +129,6 @@ class VLLMBackend:
         self.url = url.rstrip("/")
         self.name = name or self.url.split("//", 1)[-1]
         self.timeouts = timeouts or Timeouts()
-        self.outstanding = 0
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 

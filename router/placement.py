@@ -56,6 +56,9 @@ class BackendState:
     last_used: dict[str, float] = field(default_factory=dict)  # monotonic, for LRU
     reserved: int = 0  # loads under way that have claimed a slot of the budget
     room: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Requests holding a lease on this backend (see ``router.pool.Lease``): the pool
+    # sends new work to the least loaded one.
+    outstanding: int = 0
 
     def begin(self, engine_name: str) -> None:
         self.active[engine_name] = self.active.get(engine_name, 0) + 1

@@ -10,6 +10,13 @@
   another only when the holder is clearly overloaded.
 - Placement (:mod:`router.placement`): single-flight loads, the per-engine adapter
   budget with LRU eviction, and unloads that never cut a request on any replica.
+- Leases: :meth:`BackendPool.run` is the one way a request reaches an engine. It
+  chooses the backend, has the adapter loaded (single-flight), counts the request in
+  the backend's ``outstanding`` and the adapter's in-flight count with a :class:`Lease`
+  while the send runs, and gives both back exactly once on every path (a stream's
+  lease is handed to whoever relays it). It retries on another engine when one is
+  unreachable, and loads once more when an engine says it no longer holds the adapter;
+  no request that reached an engine is retried.
 """
 
 from __future__ import annotations
@@ -17,17 +24,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import TypeVar
 
-from adapters.errors import ServiceUnavailableError
-from router.backend import EngineError, VLLMBackend
+from adapters.errors import ServiceUnavailableError, UpstreamError
+from router.backend import EngineError, EngineHTTPError, EngineUnreachable, VLLMBackend
 from router.coordination import Coordinator, LocalOnly
 from router.placement import BackendState, LoadHook, Placement
 from router.resolver import VersionLike
 
-__all__ = ["BackendPool", "BackendState", "Coordinator", "LoadHook", "LocalOnly"]
+__all__ = ["BackendPool", "BackendState", "Coordinator", "Lease", "LoadHook", "LocalOnly"]
 
 log = logging.getLogger("lora_gateway.pool")
+T = TypeVar("T")
+
+
+class Lease:
+    """One request's claim on a backend: counted once, given back exactly once.
+
+    ``cold`` says whether this request waited for its adapter to be loaded.
+    """
+
+    __slots__ = ("_held", "cold", "engine_name", "state")
+
+    def __init__(self, state: BackendState, engine_name: str | None, *, cold: bool = False) -> None:
+        self.state = state
+        self.engine_name = engine_name
+        self.cold = cold
+        state.outstanding += 1
+        if engine_name is not None:
+            state.begin(engine_name)
+        self._held = True
+
+    @property
+    def backend(self) -> VLLMBackend:
+        return self.state.backend
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self.state.outstanding -= 1
+        if self.engine_name is not None:
+            self.state.end(self.engine_name)
+
+    def hand_over(self) -> Lease:
+        """Pass the claim to a new owner (a stream relay); this one then releases nothing."""
+        heir = object.__new__(Lease)
+        heir.state, heir.engine_name, heir.cold = self.state, self.engine_name, self.cold
+        heir._held, self._held = self._held, False
+        return heir
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 class BackendPool(Placement):
@@ -152,15 +210,59 @@ class BackendPool(Placement):
         if version is not None:
             # A backend where the version is being unloaded is a last resort.
             live = [st for st in live if st.open_for(version.engine_name)] or live
-        least = min(live, key=lambda s: s.backend.outstanding)
+        least = min(live, key=lambda s: s.outstanding)
         if version is None:
             return least
         holding = [st for st in live if st.serves(version.engine_name)]
         if holding:
-            best = min(holding, key=lambda s: s.backend.outstanding)
+            best = min(holding, key=lambda s: s.outstanding)
             # Spill over to another backend only when the holder is clearly overloaded.
-            if best.backend.outstanding < self.overload or least is best:
+            if best.outstanding < self.overload or least is best:
                 return best
-            if best.backend.outstanding - least.backend.outstanding < self.overload // 2:
+            if best.outstanding - least.outstanding < self.overload // 2:
                 return best
         return least
+
+    async def run(
+        self,
+        version: VersionLike | None,
+        send: Callable[[Lease], Awaitable[T]],
+        *,
+        on_cold: Callable[[BackendState], None] | None = None,
+        on_retry: Callable[[BackendState, EngineError], None] | None = None,
+    ) -> T:
+        """Place ``version`` and call ``send`` under a lease; retry only what never arrived.
+
+        ``on_cold(state)`` runs before this request loads the adapter onto a backend (to
+        admit the load, or refuse it by raising); ``on_retry`` is told each engine error
+        that sends the request elsewhere. An unreachable engine is ejected and another
+        tried; an engine that no longer holds the adapter (evicted, restarted) is
+        forgotten and the adapter loaded once more. Every other engine error propagates.
+        """
+        exclude: set[str] = set()
+        reloaded = False
+        engine_name = version.engine_name if version is not None else None
+        for _ in range(len(self.states) + 2):
+            st = self.choose(version, exclude=exclude)
+            try:
+                cold = False
+                if version is not None and not st.serves(version.engine_name):
+                    if on_cold is not None:
+                        on_cold(st)
+                    cold = await self.ensure_loaded(st, version)
+                with Lease(st, engine_name, cold=cold) as lease:
+                    return await send(lease)
+            except EngineUnreachable as exc:
+                if on_retry is not None:
+                    on_retry(st, exc)
+                self.report_unreachable(st.backend)
+                exclude.add(st.backend.name)
+            except EngineHTTPError as exc:
+                gone = exc.status == 404 and "does not exist" in exc.message()
+                if version is None or reloaded or not gone:
+                    raise
+                if on_retry is not None:
+                    on_retry(st, exc)
+                self.forget(st, version.engine_name)
+                reloaded = True
+        raise UpstreamError("No engine could take the request.", code="upstream_error")

@@ -26,9 +26,10 @@ import orjson
 
 from adapters.errors import GatewayError, GatewayTimeoutError, UpstreamError
 from gateway.inference.projection import StreamCheck, sse_events
-from gateway.inference.upstream import Lease, log_engine_error
+from gateway.inference.upstream import log_engine_error
 from gateway.metrics import GatewayMetrics
 from router.backend import EngineError, EngineTimeout, UpstreamStream
+from router.pool import Lease
 
 log = logging.getLogger("lora_gateway.inference")
 
@@ -102,7 +103,7 @@ def relay_stream(
         try:
             await upstream.close()
         finally:
-            metrics.upstream_latency.labels(lease.state.backend.name).observe(
+            metrics.upstream_latency.labels(lease.backend.name).observe(
                 time.perf_counter() - t0
             )
             settle(end)

@@ -36,10 +36,11 @@ from gateway.inference.projection import (
 )
 from gateway.inference.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.inference.relay import StreamEnd, StreamReply, relay_stream, sse_error
-from gateway.inference.upstream import Lease, send_to_engine
+from gateway.inference.upstream import send_to_engine
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
 from router.backend import UpstreamStream
+from router.pool import Lease
 from router.resolver import Resolution
 
 __all__ = ["InferenceService", "Reply", "StreamReply", "prompt_chars", "sse_error"]
@@ -170,7 +171,7 @@ class InferenceService:
     def _record_schema(self, ctx: dict[str, Any], ok: bool) -> None:
         ctx["schema_valid"] = ok
         if not ok:
-            self.gw.metrics.schema_invalid.labels(ctx["route_label"]).inc()
+            self.gw.metrics.schema_invalid.labels(ctx["route_label"], ctx["adapter_label"]).inc()
 
     # --- the request path ------------------------------------------------------------------
     async def _create(

@@ -1,12 +1,9 @@
-"""Placing an adapter and sending one request to an engine; what engine errors become.
+"""Sending one request to an engine through the pool; what engine errors become.
 
-A request holds a ``Lease`` on the backend it was sent to from just before the send
-until its answer is complete: the backend's ``outstanding`` count (which the pool uses to
-pick the least loaded engine) and the adapter's in-flight count (which an unload waits
-for) go up once and come down exactly once, on every path. A non-streamed request gives
-the lease back when the send returns or fails; a streamed one hands it to the relay,
-which gives it back when the stream ends, however it ends. Nothing is counted before
-the lease is taken, so a cold load that fails or times out leaves nothing to undo.
+The pool (``router.pool.BackendPool.run``) places the adapter, retries what never
+reached an engine and holds a ``Lease`` on the backend while the send runs. A
+non-streamed request gives the lease back when the send returns or fails; a streamed
+one hands it to the relay, which gives it back when the stream ends, however it ends.
 
 The engine's error text can hold store paths, load errors and engine addresses. It is
 logged at WARNING with the request id; callers get our own message, the status class
@@ -18,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 from adapters.errors import (
@@ -29,15 +25,9 @@ from adapters.errors import (
 )
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
-from router.backend import (
-    EngineError,
-    EngineHTTPError,
-    EngineTimeout,
-    EngineUnreachable,
-    UpstreamStream,
-)
-from router.pool import BackendState
-from router.resolver import Resolution, VersionLike, not_found
+from router.backend import EngineError, EngineHTTPError, EngineTimeout, UpstreamStream
+from router.pool import BackendState, Lease
+from router.resolver import Resolution, not_found
 
 log = logging.getLogger("lora_gateway.inference")
 
@@ -47,55 +37,18 @@ CONTEXT_LENGTH = ("maximum context length", "maximum model length")
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 
-class Lease:
-    """Owns one request's claim on a backend: counted once, given back exactly once."""
-
-    __slots__ = ("_held", "engine_name", "state")
-
-    def __init__(self, state: BackendState, engine_name: str | None) -> None:
-        self.state = state
-        self.engine_name = engine_name
-        state.backend.outstanding += 1
-        if engine_name is not None:
-            state.begin(engine_name)
-        self._held = True
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self.state.backend.outstanding -= 1
-        if self.engine_name is not None:
-            self.state.end(self.engine_name)
-
-    def hand_over(self) -> Lease:
-        """Pass the claim to a new owner (the stream relay); this one then releases nothing."""
-        heir = object.__new__(Lease)
-        heir.state, heir.engine_name, heir._held = self.state, self.engine_name, self._held
-        self._held = False
-        return heir
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-
 @dataclass
 class Sent:
     """What the engine gave back: a whole body, or an open stream and the lease it holds."""
 
-    state: BackendState
-    cold: bool
     lease: Lease  # already given back unless ``stream`` is set
     body: bytes = b""
     stream: UpstreamStream | None = None
+
+    @property
+    def cold(self) -> bool:
+        """The request waited for its adapter to be loaded."""
+        return self.lease.cold
 
 
 async def send_to_engine(
@@ -108,74 +61,50 @@ async def send_to_engine(
     stream: bool,
     ctx: dict[str, Any],
 ) -> Sent:
-    """Place the adapter and send; retry elsewhere only if nothing was delivered."""
-    pool = gw.pool
-    exclude: set[str] = set()
-    reloaded = False
-    cold = False
-    version = res.version
-    engine_name = version.engine_name if version is not None else None
-    for _ in range(len(pool.states) + 2):
-        st = pool.choose(version, exclude=exclude)
-        backend = st.backend
+    """Have the pool place the adapter and send; map what the engine refused."""
+
+    def on_cold(st: BackendState) -> None:
+        ctx["backend"] = st.backend.name
+        with gw.metrics.refusals():
+            gw.limiter.admit_cold_load(key.id)
+
+    def on_retry(st: BackendState, exc: EngineError) -> None:
+        ctx["backend"] = st.backend.name
+        log_engine_error(ctx, exc)
+
+    async def send(lease: Lease) -> Sent:
+        backend = lease.backend
         ctx["backend"] = backend.name
-        try:
-            if version is not None and not st.serves(version.engine_name):
-                with gw.metrics.refusals():
-                    gw.limiter.admit_cold_load(key.id)
-                cold = await _load(gw, st, version, ctx) or cold
-            t0 = time.perf_counter()
-            with Lease(st, engine_name) as lease:
-                if stream:
-                    upstream = await backend.stream(PATHS[kind], payload)
-                    return Sent(st, cold, lease.hand_over(), stream=upstream)
-                if kind == "chat":
-                    body = await backend.chat(payload)
-                else:
-                    body = await backend.completion(payload)
-            elapsed = time.perf_counter() - t0
-            gw.metrics.upstream_latency.labels(backend.name).observe(elapsed)
-            ctx["upstream_ms"] = round(elapsed * 1000, 2)
-            return Sent(st, cold, lease, body=body)
-        except EngineUnreachable as exc:
-            log_engine_error(ctx, exc)
-            pool.report_unreachable(backend)
-            exclude.add(backend.name)
-        except EngineHTTPError as exc:
-            if (
-                exc.status == 404
-                and version is not None
-                and not reloaded
-                and "does not exist" in exc.message()
-            ):
-                # Evicted from the engine or the engine restarted: load once more.
-                pool.forget(st, version.engine_name)
-                reloaded = True
-                continue
-            raise engine_error(exc, kind, res, ctx) from exc
-        except EngineError as exc:
-            raise engine_error(exc, kind, res, ctx) from exc
-    raise UpstreamError("No engine could take the request.", code="upstream_error")
+        t0 = time.perf_counter()
+        if stream:
+            upstream = await backend.stream(PATHS[kind], payload)
+            return Sent(lease.hand_over(), stream=upstream)
+        if kind == "chat":
+            body = await backend.chat(payload)
+        else:
+            body = await backend.completion(payload)
+        elapsed = time.perf_counter() - t0
+        gw.metrics.upstream_latency.labels(backend.name).observe(elapsed)
+        ctx["upstream_ms"] = round(elapsed * 1000, 2)
+        return Sent(lease, body=body)
 
-
-async def _load(
-    gw: GatewayState, st: BackendState, version: VersionLike, ctx: dict[str, Any]
-) -> bool:
     try:
-        return await gw.pool.ensure_loaded(st, version)
+        return await gw.pool.run(res.version, send, on_cold=on_cold, on_retry=on_retry)
+    except EngineError as exc:
+        raise engine_error(exc, kind, res, ctx) from exc
     except UpstreamError as exc:
-        if exc.code != "adapter_load_failed":
+        if exc.code != "adapter_load_failed" or res.version is None:
             raise
         # The pool's message quotes the engine, which names paths in the store.
         log.warning(
             "request %s: engine %s failed to load %s: %s",
             ctx.get("request_id"),
-            st.backend.name,
-            version.id,
+            ctx.get("backend"),
+            res.version.id,
             exc.message,
         )
         raise UpstreamError(
-            f"The engine could not load adapter '{version.id}'.", code="adapter_load_failed"
+            f"The engine could not load adapter '{res.version.id}'.", code="adapter_load_failed"
         ) from exc
 
 

@@ -60,7 +60,7 @@ async def gateway(
 def assert_balanced(app: Any) -> None:
     gw = app.state.gw
     for st in gw.pool.states.values():
-        assert st.backend.outstanding == 0, st.backend.name
+        assert st.outstanding == 0, st.backend.name
         assert st.active == {}, st.active
     assert gw.inflight.total == 0
     assert all(v == 0 for v in gw.inflight.per_key.values())

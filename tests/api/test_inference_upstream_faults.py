@@ -63,7 +63,7 @@ async def gateway(
 
 def assert_balanced(app: Any) -> None:
     for st in app.state.gw.pool.states.values():
-        assert st.backend.outstanding == 0 and st.active == {}
+        assert st.outstanding == 0 and st.active == {}
 
 
 # --- model is echoed JSON-escaped ------------------------------------------------------------

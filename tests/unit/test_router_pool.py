@@ -1,4 +1,4 @@
-"""The backend pool on plain objects: selection, single-flight loads, drains, the budget."""
+"""The backend pool on plain objects: selection, leases, single-flight loads, drains, the budget."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from adapters.errors import ConflictError, ServiceUnavailableError
+from router.backend import EngineHTTPError, EngineTimeout, EngineUnreachable
 from router.coordination import FENCE_DELETE, FENCE_UNLOAD
-from router.pool import BackendPool, BackendState
+from router.pool import BackendPool, BackendState, Lease
 
 
 class FakeBackend:
@@ -21,7 +22,6 @@ class FakeBackend:
     def __init__(self, name: str) -> None:
         self.name = name
         self.url = f"http://{name}:8000"
-        self.outstanding = 0
         self.loaded: set[str] = set()
         self.load_calls: list[str] = []
         self.unload_calls: list[str] = []
@@ -98,12 +98,12 @@ async def test_spill_over_only_when_the_holder_is_clearly_overloaded() -> None:
     pool, _, _ = await make_pool(2, overload=8)
     holder, other = state(pool, 0), state(pool, 1)
     await pool.ensure_loaded(holder, A)
-    holder.backend.outstanding = 7
+    holder.outstanding = 7
     assert pool.choose(A) is holder  # under the overload mark: stay with the holder
-    holder.backend.outstanding = 9
-    other.backend.outstanding = 6
+    holder.outstanding = 9
+    other.outstanding = 6
     assert pool.choose(A) is holder  # over it, but the other is nearly as busy
-    other.backend.outstanding = 0
+    other.outstanding = 0
     assert pool.choose(A) is other  # clearly overloaded: spill over
     assert pool.choose(None) is other  # the base model goes to the least loaded
 
@@ -271,3 +271,143 @@ async def test_a_request_waits_out_an_unload_elsewhere_then_loads_again() -> Non
     pool.set_fences({})  # ... and lifted its mark
     assert await waiting is True  # loaded afresh, not trusted from before the fence
     assert backend.load_calls == [A.engine_name] * 2
+
+
+# --------------------------------------------------------------------- leases
+
+
+def counts(pool: BackendPool) -> dict[str, tuple[int, dict[str, int]]]:
+    return {name: (st.outstanding, dict(st.active)) for name, st in pool.states.items()}
+
+
+IDLE2 = {"b0": (0, {}), "b1": (0, {})}
+
+
+async def test_run_loads_counts_while_sending_and_gives_back_once() -> None:
+    pool, (backend,), _ = await make_pool()
+    cold_calls: list[str] = []
+    seen: list[tuple[int, dict[str, int], bool]] = []
+
+    async def send(lease: Lease) -> str:
+        st = lease.state
+        seen.append((st.outstanding, dict(st.active), lease.cold))
+        return lease.backend.name
+
+    got = await pool.run(A, send, on_cold=lambda st: cold_calls.append(st.backend.name))
+    assert got == "b0" and backend.load_calls == [A.engine_name] and cold_calls == ["b0"]
+    assert seen == [(1, {A.engine_name: 1}, True)]
+    assert counts(pool) == {"b0": (0, {})}
+    # Warm now: no cold hook, no second load, cold is False.
+    await pool.run(A, send, on_cold=lambda st: cold_calls.append(st.backend.name))
+    assert cold_calls == ["b0"] and seen[-1] == (1, {A.engine_name: 1}, False)
+    # The base model is counted on the backend but has no adapter in flight.
+    await pool.run(None, send)
+    assert seen[-1] == (1, {}, False) and counts(pool) == {"b0": (0, {})}
+
+
+async def test_run_gives_the_lease_back_when_the_send_fails() -> None:
+    pool, _, _ = await make_pool()
+
+    async def send(lease: Lease) -> None:
+        raise EngineTimeout("slow", phase="read")
+
+    with pytest.raises(EngineTimeout):
+        await pool.run(A, send)
+    assert counts(pool) == {"b0": (0, {})}
+
+
+async def test_a_refused_cold_load_counts_nothing_and_loads_nothing() -> None:
+    pool, (backend,), _ = await make_pool()
+
+    def refuse(st: BackendState) -> None:
+        raise RuntimeError("too many cold loads")
+
+    async def send(lease: Lease) -> None:
+        raise AssertionError("must not be sent")
+
+    with pytest.raises(RuntimeError):
+        await pool.run(A, send, on_cold=refuse)
+    assert backend.load_calls == [] and counts(pool) == {"b0": (0, {})}
+
+
+async def test_a_handed_over_lease_stays_counted_until_its_heir_releases() -> None:
+    pool, _, _ = await make_pool()
+
+    async def send(lease: Lease) -> Lease:
+        return lease.hand_over()
+
+    heir = await pool.run(A, send)
+    assert counts(pool) == {"b0": (1, {A.engine_name: 1})}
+    heir.release()
+    heir.release()  # exactly once
+    assert counts(pool) == {"b0": (0, {})}
+
+
+async def test_run_retries_elsewhere_when_an_engine_is_unreachable() -> None:
+    pool, _, _ = await make_pool(2)
+    tried: list[str] = []
+    retried: list[str] = []
+
+    async def send(lease: Lease) -> str:
+        tried.append(lease.backend.name)
+        if len(tried) == 1:
+            raise EngineUnreachable("connection refused")
+        return lease.backend.name
+
+    got = await pool.run(A, send, on_retry=lambda st, exc: retried.append(st.backend.name))
+    assert got != tried[0] and tried == [tried[0], got] and retried == [tried[0]]
+    assert not pool.states[tried[0]].healthy  # ejected at once
+    assert counts(pool) == IDLE2
+
+
+async def test_run_reloads_once_when_the_engine_forgot_the_adapter() -> None:
+    pool, (backend,), _ = await make_pool()
+    gone = EngineHTTPError(404, b'{"message": "The model `a` does not exist."}')
+    calls = 0
+
+    async def send(lease: Lease) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            backend.loaded.discard(A.engine_name)  # evicted behind our back
+            raise gone
+        return "ok"
+
+    assert await pool.run(A, send) == "ok"
+    assert backend.load_calls == [A.engine_name, A.engine_name]
+    # A second "does not exist" after the reload is the engine's answer, not retried.
+    calls = 0
+
+    async def always_gone(lease: Lease) -> None:
+        nonlocal calls
+        calls += 1
+        raise gone
+
+    with pytest.raises(EngineHTTPError):
+        await pool.run(A, always_gone)
+    assert calls == 2 and counts(pool) == {"b0": (0, {})}
+
+
+async def test_other_engine_errors_are_not_retried() -> None:
+    pool, _, _ = await make_pool(2)
+    calls = 0
+
+    async def send(lease: Lease) -> None:
+        nonlocal calls
+        calls += 1
+        raise EngineHTTPError(400, b'{"message": "bad"}')
+
+    with pytest.raises(EngineHTTPError):
+        await pool.run(A, send)
+    assert calls == 1 and counts(pool) == IDLE2
+
+
+async def test_run_without_a_live_engine_is_a_503() -> None:
+    pool, (backend,), _ = await make_pool()
+    pool.report_unreachable(backend)  # type: ignore[arg-type]
+
+    async def send(lease: Lease) -> None:
+        raise AssertionError("must not be sent")
+
+    with pytest.raises(ServiceUnavailableError):
+        await pool.run(A, send)

@@ -16,9 +16,8 @@ from starlette.routing import Route
 from gateway.inference.projection import StreamCheck
 from gateway.inference.relay import StreamReply, delta_tokens
 from gateway.inference.streaming import ProxyStreamResponse
-from gateway.inference.upstream import Lease
 from router.backend import EngineError, VLLMBackend
-from router.pool import BackendState
+from router.pool import BackendState, Lease
 from tests.support import ThreadServer
 
 BIG = 600 * 1024  # over aiohttp's 512 KiB line limit
@@ -61,19 +60,19 @@ async def test_over_long_stream_line_is_an_engine_error() -> None:
 def test_lease_is_given_back_exactly_once() -> None:
     st = BackendState(VLLMBackend("http://127.0.0.1:9"))
     with Lease(st, "tiny-v1") as lease:
-        assert st.backend.outstanding == 1 and st.active == {"tiny-v1": 1}
+        assert st.outstanding == 1 and st.active == {"tiny-v1": 1}
         heir = lease.hand_over()
     # Handed over: leaving the block gave nothing back; the heir does, once.
-    assert st.backend.outstanding == 1 and st.active == {"tiny-v1": 1}
+    assert st.outstanding == 1 and st.active == {"tiny-v1": 1}
     heir.release()
     heir.release()
-    assert st.backend.outstanding == 0 and st.active == {}
+    assert st.outstanding == 0 and st.active == {}
     try:
         with Lease(st, None):
             raise RuntimeError("the send failed")
     except RuntimeError:
         pass
-    assert st.backend.outstanding == 0
+    assert st.outstanding == 0
 
 
 # --- token counting for streams that end early ---------------------------------------------
