@@ -3,8 +3,9 @@
 1. the demo base model (converted once, cached) and the demo adapters (trained if
    ``demo.adapters`` exists, else random adapters of the same shape), plus 50
    distinct versions of one of them for ``many-adapters``;
-2. the fake stack (fast fake engine + gateway): ``overhead-fake`` (sequential added
-   latency) and ``concurrency-fake`` (throughput at 32 concurrent clients);
+2. the fake stack (fast fake engine + gateway, and the LiteLLM proxy as a peer in front
+   of the same fake, see ``load_tests.peer_litellm``): ``overhead-fake`` (sequential
+   added latency) and ``concurrency-fake`` (throughput at 32 concurrent clients);
 3. the real stack (vLLM on the CPU + gateway): ``overhead`` (streamed, against vLLM
    directly), ``concurrency`` (throughput at 32 concurrent clients), ``mixed-vs-single``,
    ``cold-vs-warm``, ``many-adapters``, ``soak``;
@@ -19,6 +20,7 @@ figures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import time
@@ -28,22 +30,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from load_tests.bench import Goal, evaluate_goals, run_standard, throughput_goal
+from rich.markup import escape
+
+from load_tests.bench import run_standard
+from load_tests.bench_figures import (
+    FAKE_SCENARIOS,
+    VLLM_SCENARIOS,
+    all_goals,
+    arm_figures,
+    cpu_per_request,
+    fake_goals,
+    peer_section,
+)
 from load_tests.hostload import group_cpu_s
+from load_tests.peer_litellm import LITELLM_VERSION, PEER_ARM, PEER_TARGET, Peer, PeerVenv
 from load_tests.report import ReportPaths
 from load_tests.stack import AdapterFiles, Stack, StackError, StackSpec, bench_stack
 
+# The figure functions moved to bench_figures; importing them from here still works.
+__all__ = [
+    "FAKE_SCENARIOS",
+    "VLLM_SCENARIOS",
+    "BenchRun",
+    "all_goals",
+    "arm_figures",
+    "bench_command",
+    "cpu_per_request",
+    "fake_goals",
+    "overrides_for",
+    "run_make_bench",
+]
+
 Say = Callable[[str], None]
 BENCH_SCHEMA_VERSION = 1
-FAKE_SCENARIOS = ("overhead-fake", "concurrency-fake")
-VLLM_SCENARIOS = (
-    "overhead",
-    "concurrency",
-    "mixed-vs-single",
-    "cold-vs-warm",
-    "many-adapters",
-    "soak",
-)
 MANY_VERSIONS = 50
 
 # Every scenario's run-time settings besides its YAML. The direct arm of `overhead`
@@ -92,112 +111,6 @@ def overrides_for(name: str, *, quick: bool) -> list[str]:
     return [*ALWAYS_OVERRIDES.get(name, []), *(QUICK_OVERRIDES.get(name, []) if quick else [])]
 
 
-def cpu_per_request(paths: ReportPaths, cpu_s: Mapping[str, float]) -> dict[str, Any]:
-    """CPU milliseconds per request of the gateway (per gateway request) and of the upstream
-    (per request it served, direct or through the gateway), over a whole scenario run."""
-    records = [json.loads(line) for line in paths.requests.read_text().splitlines() if line]
-    via_gateway = sum(1 for r in records if r["target"] == "gateway")
-    out: dict[str, Any] = {"cpu_s": dict(cpu_s), "requests": len(records)}
-    if "gateway" in cpu_s and via_gateway:
-        out["gateway_ms_per_request"] = 1000 * cpu_s["gateway"] / via_gateway
-    if "upstream" in cpu_s and records:
-        out["upstream_ms_per_request"] = 1000 * cpu_s["upstream"] / len(records)
-    return out
-
-
-def fake_goals(reports: Mapping[str, Mapping[str, Any]]) -> list[Goal]:
-    """The gateway-overhead goals measured against the fast fake engine."""
-    goals: list[Goal] = []
-
-    def fig(report: Mapping[str, Any], arm: str, *path: str) -> float | None:
-        node: Any = report.get("arms", {}).get(arm, {}).get("total", {})
-        for part in path:
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return float(node) if isinstance(node, int | float) else None
-
-    if "overhead-fake" in reports:
-        r = reports["overhead-fake"]
-        for pct, bar in (("p50", "≤ 1 ms"), ("p90", "(recorded)"), ("p99", "(recorded)")):
-            d, g = fig(r, "direct", "latency_s", pct), fig(r, "gateway", "latency_s", pct)
-            added = None if d is None or g is None else (g - d) * 1000
-            met = None if pct != "p50" or added is None else added <= 1.0
-            goals.append(
-                Goal(
-                    "overhead-fake",
-                    f"gateway {pct} added latency",
-                    added,
-                    "ms",
-                    bar,
-                    met,
-                    "sequential non-streamed calls, fast fake upstream",
-                )
-            )
-    if "concurrency-fake" in reports:
-        r = reports["concurrency-fake"]
-        goals.append(throughput_goal("concurrency-fake", r, rate_format=".0f"))
-        per_request = (r.get("bench_cpu") or {}).get("gateway_ms_per_request")
-        if per_request is not None:
-            upstream = r["bench_cpu"].get("upstream_ms_per_request")
-            goals.append(
-                Goal(
-                    "concurrency-fake",
-                    "gateway CPU time per request",
-                    per_request,
-                    "ms",
-                    "(recorded)",
-                    None,
-                    f"the fake engine's: {upstream:.2f} ms" if upstream is not None else "",
-                )
-            )
-    return goals
-
-
-def all_goals(reports: Mapping[str, Mapping[str, Any]]) -> list[Goal]:
-    """Fake-upstream goals, then issue 7's goals from the real-engine scenarios.
-
-    ``evaluate_goals`` judges the streamed `overhead` run's added p50 against 1 ms; that
-    bar belongs to the fake-upstream run, so against vLLM the figure is only recorded.
-    """
-    goals = fake_goals(reports)
-    for g in evaluate_goals({k: v for k, v in reports.items() if k in VLLM_SCENARIOS}):
-        if g.name.startswith("memory growth direct:"):
-            # In the bench the `direct` target of the soak is the vLLM server's own /metrics.
-            g.name = g.name.replace("memory growth direct:", "memory growth of vLLM's API server ")
-            g.name = g.name.replace("process_resident_memory_bytes", "(its /metrics)")
-        if g.scenario == "overhead" and g.name == "gateway p50 added latency":
-            g = Goal(
-                g.scenario,
-                g.name,
-                g.value,
-                g.unit,
-                "(recorded)",
-                None,
-                "streamed, real vLLM; the 1 ms goal is the fake-upstream run's",
-            )
-        goals.append(g)
-    return goals
-
-
-def arm_figures(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The per-arm totals BENCHMARKS.md shows (the rest stays in report.json)."""
-    out = {}
-    for arm, data in report.get("arms", {}).items():
-        t = data["total"]
-        out[arm] = {
-            "target": data.get("target"),
-            "requests": t["requests"],
-            "errors": t["errors"],
-            "errors_by_type": t.get("errors_by_type", {}),
-            "rps": t["rps"],
-            "output_tokens_per_s": t["output_tokens_per_s"],
-            "latency_s": t["latency_s"],
-            "ttft_s": t["ttft_s"],
-            "itl_s": t["itl_s"],
-            "schema_valid_fraction": t.get("schema_valid_fraction"),
-        }
-    return out
-
-
 class BenchRun:
     """Owns one ``make bench`` run: its settings, the scenario outcomes and the CPU share."""
 
@@ -212,6 +125,9 @@ class BenchRun:
         command: str | None = None,
         extra_overrides: Mapping[str, Sequence[str]] | None = None,
         model_dir: Path | None = None,
+        peer: bool = True,
+        peer_version: str = LITELLM_VERSION,
+        peer_root: Path | None = None,
     ) -> None:
         from load_tests.hostload import CpuShare
 
@@ -228,6 +144,12 @@ class BenchRun:
         self.cpu = CpuShare()
         self.memory: dict[str, Any] = {}
         self.adapters_kind = "?"
+        self.peer_wanted = peer
+        self.peer_version = peer_version
+        self.peer_root = peer_root
+        self.peer_venv: PeerVenv | None = None
+        self.peer: Peer | None = None
+        self.peer_skipped: str | None = None  # why the peer arm did not run
 
     def overrides(self, name: str) -> list[str]:
         """The scenario's overrides: always, quick (if so), then extra ones (which win)."""
@@ -258,6 +180,43 @@ class BenchRun:
         self.say(f"adapters: {self.adapters_kind}; {len(versions)} versions for many-adapters")
         return model_dir, adapters, versions
 
+    def prepare_peer(self) -> None:
+        """Install (or reuse) the peer's virtualenv; on failure, note why and go on without it."""
+        from load_tests.peer_litellm import PeerUnavailable, ensure_venv
+
+        if not self.peer_wanted:
+            self.peer_skipped = "not requested (--no-peer)"
+            return
+        try:
+            self.peer_venv = ensure_venv(
+                self.peer_version, root=self.peer_root, say=self.say, live=self.live
+            )
+        except (PeerUnavailable, OSError) as exc:
+            self.peer_skipped = str(PeerUnavailable(str(exc)))
+            self.say(f"[yellow]LiteLLM peer skipped: {escape(self.peer_skipped)}[/]")
+
+    def _start_peer(self, stack: Stack, work: Path, extras: contextlib.ExitStack) -> None:
+        from load_tests.peer_litellm import PeerUnavailable, litellm_peer
+
+        if self.peer_venv is None:
+            return
+        try:
+            self.peer = extras.enter_context(
+                litellm_peer(
+                    self.peer_venv,
+                    models=stack.direct_models,
+                    upstream_url=stack.direct_url,
+                    work_dir=work / "peer",
+                    say=self.say,
+                )
+            )
+        except PeerUnavailable as exc:
+            self.peer_skipped = str(exc)
+            self.say(f"[yellow]LiteLLM peer skipped: {escape(self.peer_skipped)}[/]")
+        else:
+            stack.pids[PEER_TARGET] = self.peer.pid
+            stack.logs[PEER_TARGET] = self.peer.log
+
     # --- running -------------------------------------------------------------------------
     async def _scenario(self, name: str, stack: Stack) -> None:
         overrides = self.overrides(name)
@@ -276,6 +235,8 @@ class BenchRun:
             report = json.loads(paths.json.read_text())
             cpu = {role: group_cpu_s(stack.pids[role]) - c for role, c in cpu0.items()}
             report["bench_cpu"] = outcome.extra["cpu"] = cpu_per_request(paths, cpu)
+            if report.get("skipped_arms"):
+                outcome.extra["skipped_arms"] = report["skipped_arms"]
             self.reports[name] = report
         outcome.seconds = time.monotonic() - t0
 
@@ -289,7 +250,10 @@ class BenchRun:
                 gateway_url=stack.gateway_url,
                 gateway_key=stack.inference_key,
                 direct_url=stack.direct_url,
+                peer_url=self.peer.base_url if self.peer else None,
+                peer_key=self.peer.api_key if self.peer else None,
                 metrics_key=stack.admin_key,
+                skip_arms={PEER_ARM: self.peer_skipped} if self.peer_skipped else None,
                 overrides=overrides,
                 model_maps={"direct": stack.direct_models},
                 live=self.live,
@@ -321,7 +285,12 @@ class BenchRun:
     async def _run_stack(self, spec: StackSpec, names: Sequence[str]) -> None:
         work = self.out / f"stack-{spec.upstream}"
         try:
-            with bench_stack(spec, work_dir=work, say=self.say) as stack:
+            with (
+                bench_stack(spec, work_dir=work, say=self.say) as stack,
+                contextlib.ExitStack() as extras,  # the peer, stopped before the stack
+            ):
+                if spec.upstream == "fake":
+                    self._start_peer(stack, work, extras)
                 self.cpu.begin()
                 try:
                     for name in names:
@@ -342,6 +311,7 @@ class BenchRun:
         fake = [s for s in FAKE_SCENARIOS if s in scenarios]
         real = [s for s in VLLM_SCENARIOS if s in scenarios]
         if fake:
+            self.prepare_peer()  # before any stack: installing must not eat measured CPU
             await self._run_stack(StackSpec("fake", model_dir, adapters), fake)
         if real:
             many = versions if "many-adapters" in real else []
@@ -373,7 +343,17 @@ class BenchRun:
             },
             "goals": [asdict(g) for g in goals],
             "memory": self.memory,
+            **self.peer_summary(),
         }
+
+    def peer_summary(self) -> dict[str, Any]:
+        """The peer's identity and the proxies side by side (only if a fake scenario ran)."""
+        if not any(n in self.outcomes for n in FAKE_SCENARIOS):
+            return {}
+        venv = str(self.peer_venv.path) if self.peer_venv else None
+        return peer_section(
+            self.reports, version=self.peer_version, venv=venv, skipped=self.peer_skipped
+        )
 
 
 def run_make_bench(
@@ -387,6 +367,7 @@ def run_make_bench(
     live: bool = True,
     command: str | None = None,
     model_dir: Path | None = None,
+    peer: bool = True,
 ) -> dict[str, Any]:
     """Run the bench, write ``out/bench.json`` and update ``benchmarks``; return the summary."""
     out.mkdir(parents=True, exist_ok=True)
@@ -400,6 +381,7 @@ def run_make_bench(
         live=live,
         command=command,
         model_dir=model_dir,
+        peer=peer,
     )
     asyncio.run(bench.run(scenarios))
     summary = bench.summary(started_at=started, seconds=time.monotonic() - t0)

@@ -71,7 +71,7 @@ def sharing_line(cpu: Mapping[str, Any]) -> str:
     steal = float(cpu.get("steal_fraction") or 0.0)
     where = (
         f"other processes used {others:.0%} of the machine's CPU time and this benchmark "
-        f"(load generator, gateway, engine) {ours:.0%}, over {cpu['wall_s'] / 60:.1f} min "
+        f"(load generator, proxies, engine) {ours:.0%}, over {cpu['wall_s'] / 60:.1f} min "
         f"of measurement"
     )
     if steal >= 0.01:
@@ -90,6 +90,67 @@ def goals_table(goals: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {g['scenario']} | {g['name']}{detail} | {_value(g)} | {g['bar']} | {met} |"
         )
     return lines
+
+
+def _ms_plain(v: Any, digits: int = 2) -> str:
+    return "–" if not isinstance(v, int | float) else f"{v:.{digits}f}"
+
+
+def proxy_label(arm: str, peer: Mapping[str, Any]) -> str:
+    if arm == "gateway":
+        return "lora-gateway (this repository)"
+    if arm == peer.get("arm"):
+        return f"{peer.get('name', arm)} {peer.get('version', '')} (`{peer.get('requirement')}`)"
+    if arm == "direct":
+        return "none: straight to the fake engine (the fake's own CPU)"
+    return arm
+
+
+def proxies_table(rows: Sequence[Mapping[str, Any]], peer: Mapping[str, Any]) -> list[str]:
+    """The proxies in front of the same fast fake, side by side (bench_figures.proxy_figures)."""
+    lines = [
+        "| arm | proxy | added p50 ms | added p99 ms | CPU ms/request, sequential | "
+        "req/s at 32 clients (× direct) | CPU ms/request at 32 clients | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        label = proxy_label(r["arm"], peer)
+        if r.get("skipped"):
+            lines.append(f"| {r['arm']} | {label} | skipped: {r['skipped']} | | | | | |")
+            continue
+        rps = _num(r.get("rps"), 0)
+        if isinstance(r.get("rps_vs_direct"), int | float):
+            rps += f" ({r['rps_vs_direct']:.3f} ×)"
+        errors = "–" if r.get("errors") is None else str(r["errors"])
+        lines.append(
+            f"| {r['arm']} | {label} | {_ms_plain(r.get('added_p50_ms'))} | "
+            f"{_ms_plain(r.get('added_p99_ms'))} | {_ms_plain(r.get('cpu_ms_per_request'))} | "
+            f"{rps} | {_ms_plain(r.get('cpu_ms_per_request_32'))} | {errors} |"
+        )
+    return lines
+
+
+def proxies_section(summary: Mapping[str, Any]) -> list[str]:
+    rows, peer = summary.get("proxies"), summary.get("peer") or {}
+    if not rows:
+        return []
+    where = f" in its own virtualenv ({peer['venv']})" if peer.get("venv") else ""
+    return [
+        "### Proxies side by side: the gateway and LiteLLM in front of the same fast fake",
+        "",
+        f"The peer is {peer.get('name')} **{peer.get('version')}** "
+        f"(`{peer.get('requirement')}` from PyPI{where}), configured with a `model_list` "
+        "of `openai/<engine model>` entries at the fake's `/v1` (one per request type), a "
+        "master key and no database; otherwise its defaults (one uvicorn worker). Added "
+        "latency is the arm's p50/p99 minus the direct arm's in `overhead-fake` "
+        "(sequential, interleaved request by request); CPU per request is the process "
+        "group's CPU time (`/proc`, before and after each scenario) over the requests sent "
+        "through it, warm-up included, the same for both proxies; the direct row is the "
+        "fake engine's CPU per request it served.",
+        "",
+        *proxies_table(rows, peer),
+        "",
+    ]
 
 
 def figures_table(scenarios: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -113,6 +174,9 @@ def figures_table(scenarios: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 f"{_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(ttft['p50'])} | "
                 f"{_ms(ttft['p99'])} | {_ms(itl['p50'])} | {_ms(itl['p99'])} | {settings} |"
             )
+        for arm, reason in ((sc.get("extra") or {}).get("skipped_arms") or {}).items():
+            cells = f"| {name} | {sc.get('stack')} | {arm}: skipped: {reason} |" + " |" * 10
+            lines.append(f"{cells} {settings} |")
     return lines
 
 
@@ -135,6 +199,7 @@ def render_section(summary: Mapping[str, Any]) -> str:
         "",
         *goals_table(summary.get("goals") or []),
         "",
+        *proxies_section(summary),
         "### Figures per scenario and arm",
         "",
         "Latency is end to end from the scheduled send (open loop) or the send (closed "

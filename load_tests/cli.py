@@ -53,6 +53,10 @@ def run(
     ] = None,
     direct_url: Annotated[str | None, typer.Option(help="vLLM base URL (direct arms).")] = None,
     direct_key: Annotated[str | None, typer.Option(help="vLLM API key, if any.")] = None,
+    peer_url: Annotated[
+        str | None, typer.Option(help="Another proxy's base URL (peer arms, e.g. LiteLLM).")
+    ] = None,
+    peer_key: Annotated[str | None, typer.Option(help="The peer proxy's API key.")] = None,
     admin_key: Annotated[
         str | None,
         typer.Option(
@@ -97,6 +101,8 @@ def run(
                 gateway_key=key,
                 direct_url=direct_url,
                 direct_key=direct_key,
+                peer_url=peer_url,
+                peer_key=peer_key,
                 metrics_key=admin_key,
                 overrides=set_,
                 model_maps=maps,
@@ -170,11 +176,19 @@ def bench_cmd(
         Path | None,
         typer.Option(help="Base model directory (default: the demo base, converted if missing)."),
     ] = None,
+    peer: Annotated[
+        bool,
+        typer.Option(
+            help="Measure the LiteLLM proxy beside the gateway in the fake-engine scenarios "
+            "(installed once into its own virtualenv under ~/.cache/lora-gateway/peers)."
+        ),
+    ] = True,
     live: Annotated[bool, typer.Option(help="Show the live progress display.")] = True,
 ) -> None:
     """Start the demo stack, run the standard scenarios, stop it, and update BENCHMARKS.md.
 
-    First the fast fake engine behind the gateway (overhead-fake, concurrency-fake), then
+    First the fast fake engine behind the gateway and behind the LiteLLM proxy
+    (overhead-fake, concurrency-fake), then
     vLLM on the CPU behind the gateway (overhead, concurrency, mixed-vs-single, cold-vs-warm,
     many-adapters, soak). Everything started is stopped at the end, on errors and on
     Ctrl-C or SIGTERM too.
@@ -199,6 +213,8 @@ def bench_cmd(
         if not (model / "config.json").is_file():
             raise _fail(f"--model {model}: not a model directory (no config.json)")
         extra.append(f"--model={model}")
+    if not peer:
+        extra.append("--no-peer")
     console = Console(stderr=True)
 
     def stop(*_: object) -> None:
@@ -216,6 +232,7 @@ def bench_cmd(
             live=live,
             command=bench_command(out, benchmarks, quick=quick, extra=extra),
             model_dir=model,
+            peer=peer,
         )
     except (StackError, BenchmarksFileError) as exc:
         raise _fail(str(exc)) from None

@@ -102,7 +102,7 @@ async def preflight(
     listed: dict[str, list[str]] = {}
     for arm in scenario.arms:
         if arm.target not in clients:
-            flag = "--gateway-url" if arm.target == "gateway" else "--direct-url"
+            flag = f"--{arm.target}-url"
             raise PreflightError(f"arm {arm.name!r} targets {arm.target!r}, but no {flag} given")
     for target in dict.fromkeys(a.target for a in scenario.arms):
         listed[target] = await list_models(target, clients[target])

@@ -175,7 +175,13 @@ def memory_summary(timeline: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def build_report(result: RunResult, *, machine: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    result: RunResult,
+    *,
+    machine: dict[str, Any] | None = None,
+    skipped_arms: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The report of one run; ``skipped_arms`` (arm -> reason) lists arms left out of it."""
     scenario = result.scenario
     arm_targets = {a.name: a.target for a in scenario.arms}
     arms = summarize_arms(result.records, result.arm_windows(), arm_targets)
@@ -202,6 +208,7 @@ def build_report(result: RunResult, *, machine: dict[str, Any] | None = None) ->
             for name, url in result.targets.items()
         },
         "arms": arms,
+        "skipped_arms": dict(skipped_arms or {}),
         "comparison": arm_comparison(arms, scenario.baseline_arm) if len(arms) > 1 else None,
         "metrics": result.metrics,
         "memory": memory_summary(result.timeline),
@@ -248,13 +255,14 @@ def write_report(
     *,
     plots: bool = True,
     machine: dict[str, Any] | None = None,
+    skipped_arms: Mapping[str, str] | None = None,
 ) -> ReportPaths:
     """Write report.json, requests.jsonl, summary.md and the plots into ``out_dir``."""
     from load_tests.summary import render_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(result, machine=machine)
+    report = build_report(result, machine=machine, skipped_arms=skipped_arms)
     paths = ReportPaths(
         out_dir=out,
         json=out / "report.json",

@@ -16,7 +16,7 @@ from load_tests.client import PlannedRequest
 from load_tests.generator import BeforeRequest, Target, expected_requests, run_scenario
 from load_tests.prompts import PromptSet
 from load_tests.report import ReportPaths, write_report
-from load_tests.scenario import bind_models, load_scenario
+from load_tests.scenario import Scenario, ScenarioError, bind_models, load_scenario
 
 
 class AdminUnloader:
@@ -69,7 +69,10 @@ async def run_scenario_file(
     gateway_key: str | None = None,
     direct_url: str | None = None,
     direct_key: str | None = None,
+    peer_url: str | None = None,
+    peer_key: str | None = None,
     metrics_key: str | None = None,
+    skip_arms: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
     model_maps: Mapping[str, Mapping[str, str]] | None = None,
     rotations: Mapping[str, Sequence[str]] | None = None,
@@ -82,6 +85,8 @@ async def run_scenario_file(
 
     ``model_maps``/``rotations`` are keyed by arm name or by target (``"direct"``).
     ``metrics_key`` is sent to the gateway's /metrics (default: ``gateway_key``).
+    ``skip_arms`` (arm name -> reason) leaves arms out; so does an ``optional`` arm whose
+    target is not given. The report lists them as ``skipped: <reason>``.
     Raises ScenarioError / PreflightError (one line) before any load is sent.
     """
     sc = load_scenario(scenario, overrides=overrides)
@@ -91,6 +96,9 @@ async def run_scenario_file(
         targets["gateway"] = Target("gateway", gateway_url, gateway_key, metrics_key)
     if direct_url:
         targets["direct"] = Target("direct", direct_url, direct_key)
+    if peer_url:
+        targets["peer"] = Target("peer", peer_url, peer_key)
+    sc, skipped = drop_arms(sc, skip_arms or {}, given=set(targets))
     if live:
         from load_tests.progress import LiveProgress
 
@@ -100,4 +108,28 @@ async def run_scenario_file(
             )
     else:
         result = await run_scenario(sc, targets, prompts=prompts, before_request=before_request)
-    return write_report(result, out_dir, plots=plots)
+    return write_report(result, out_dir, plots=plots, skipped_arms=skipped)
+
+
+def drop_arms(
+    scenario: Scenario, skip: Mapping[str, str], *, given: set[str]
+) -> tuple[Scenario, dict[str, str]]:
+    """The scenario without the arms in ``skip`` and the optional arms whose target is not
+    in ``given``; and arm name -> why each was left out."""
+    skipped: dict[str, str] = {}
+    for arm in scenario.arms:
+        if arm.name in skip:
+            skipped[arm.name] = skip[arm.name]
+        elif arm.optional and arm.target not in given:
+            skipped[arm.name] = f"no --{arm.target}-url given"
+    if not skipped:
+        return scenario, skipped
+    kept = [a for a in scenario.arms if a.name not in skipped]
+    if not kept:
+        raise ScenarioError(f"{scenario.name}: every arm was skipped ({skipped})")
+    if scenario.baseline_arm in skipped:
+        raise ScenarioError(
+            f"{scenario.name}: the baseline arm {scenario.baseline_arm!r} cannot be skipped "
+            f"({skipped[scenario.baseline_arm]})"
+        )
+    return scenario.model_copy(update={"arms": kept, "baseline": scenario.baseline_arm}), skipped

@@ -23,7 +23,11 @@ SCENARIO_DIR = Path(__file__).parent / "scenarios"
 STANDARD_SCENARIOS = (
     "overhead",
     "concurrency",
-    "mixed-vs-single", "cold-vs-warm", "many-adapters", "soak")
+    "mixed-vs-single",
+    "cold-vs-warm",
+    "many-adapters",
+    "soak",
+)
 
 # Request types whose prompts come from the demo datasets (training.synthetic tasks).
 REQUEST_TYPES = ("shipment-classification", "invoice-parsing", "route-optimization")
@@ -120,7 +124,15 @@ class Arm(_Strict):
     """One side of a comparison: where requests go and what they look like."""
 
     name: str = Field(pattern=_NAME, description="Unique within the scenario.")
-    target: Literal["gateway", "direct"] = Field(description="Which base URL the arm calls.")
+    target: Literal["gateway", "direct", "peer"] = Field(
+        description="Which base URL the arm calls ('peer': another proxy in front of the "
+        "same engine, e.g. LiteLLM)."
+    )
+    optional: bool = Field(
+        default=False,
+        description="Dropped from the run (and reported as skipped) when its target is not "
+        "given, instead of refusing to run.",
+    )
     mix: dict[str, float] = Field(
         description="Weights over request types (or explicit model names) sent as `model`."
     )

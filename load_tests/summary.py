@@ -91,6 +91,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         if errs:
             lines += ["", "Errors: " + ", ".join(f"{k} × {v}" for k, v in errs.items())]
         lines.append("")
+    for arm, reason in (report.get("skipped_arms") or {}).items():
+        lines += [f"## Arm `{arm}`: skipped: {reason}", ""]
     comp = report.get("comparison")
     if comp:
         lines += [

@@ -131,11 +131,13 @@ def test_report_schema() -> None:
         "machine",
         "targets",
         "arms",
+        "skipped_arms",
         "comparison",
         "metrics",
         "memory",
         "timeline",
     }
+    assert report["skipped_arms"] == {}
     assert set(report["run"]) == {
         "started_at",
         "duration_s",
