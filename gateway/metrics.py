@@ -152,7 +152,7 @@ class GatewayMetrics:
         self.schema_invalid = Counter(
             "lora_gateway_schema_invalid",
             "Answers that failed the route's JSON schema.",
-            ["route"],
+            ra,
             registry=r,
         )
         self.rate_limited = Counter(
@@ -202,6 +202,7 @@ class GatewayMetrics:
             self.itl,
             self.prompt_tokens,
             self.completion_tokens,
+            self.schema_invalid,
         ):
             for labels in list(metric._metrics):  # keyed by label-value tuples
                 names = metric._labelnames

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from jsonschema import Draft202012Validator
+from jsonschema_rs import Draft202012Validator
 
 from adapters.errors import InvalidRequestError, UpstreamError
 from gateway.inference.caps import check_request_caps
@@ -88,7 +88,9 @@ class InferenceService:
 
     def __init__(self, gw: GatewayState) -> None:
         self.gw = gw
-        self._validators: dict[int, Draft202012Validator] = {}
+        # id(schema) -> (schema, its compiled validator); the schema is kept so that its
+        # id cannot be reused by another route's schema while the entry lives.
+        self._validators: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
 
     async def create_chat_completion(
         self,
@@ -156,10 +158,13 @@ class InferenceService:
         self._check_limits(kind, body)
 
     def _validator(self, schema: dict[str, Any]) -> Draft202012Validator:
-        v = self._validators.get(id(schema))
-        if v is None:
-            v = self._validators[id(schema)] = Draft202012Validator(schema)
-        return v
+        """The route schema's compiled validator (jsonschema-rs: the hot path's check)."""
+        entry = self._validators.get(id(schema))
+        if entry is None or entry[0] is not schema:
+            if len(self._validators) >= 256:  # routes reloaded many times: start afresh
+                self._validators.clear()
+            entry = self._validators[id(schema)] = (schema, Draft202012Validator(schema))
+        return entry[1]
 
     def _schema_ok(self, schema: dict[str, Any], text: str) -> bool:
         try:
