@@ -153,6 +153,10 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 16,
     limit: Annotated[int | None, typer.Option(help="Use at most this many records.")] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="auto (the GPU when torch sees one, else the CPU), cpu or cuda."),
+    ] = "auto",
     judge_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible URL for LLM-as-judge.")
     ] = None,
@@ -246,6 +250,12 @@ def eval_command(
         from training.evaluate import evaluate, load_eval_set
 
         load_eval_set(dataset, limit=limit)  # refuse bad data before loading a model
+        from training.hardware import eval_device
+
+        try:
+            eval_device(device)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="--device") from None
         base_dir: Path | str = base
         if base == "demo":
             from training.base_model import ensure_base_model
@@ -264,6 +274,7 @@ def eval_command(
             batch_size=batch_size,
             limit=limit,
             judge=judge,
+            device=device,
             console=console,
             show_progress=not quiet,
         )

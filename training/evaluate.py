@@ -103,8 +103,11 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_for_eval(base_dir: Path | str, *, dtype: str = "auto") -> tuple[Any, Any]:
-    """Model and tokenizer on the CPU; dtype ``auto`` is bfloat16 where native, else float32."""
+def load_for_eval(
+    base_dir: Path | str, *, dtype: str = "auto", device: str = "auto"
+) -> tuple[Any, Any]:
+    """Model and tokenizer on ``device`` (``auto``: the GPU when there is one, else the CPU);
+    dtype ``auto`` is bfloat16 where that device has it natively, else float32."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -114,13 +117,14 @@ def load_for_eval(base_dir: Path | str, *, dtype: str = "auto") -> tuple[Any, An
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
-    if dtype == "auto":
-        from training.hardware import eval_dtype
+    from training.hardware import eval_device, eval_dtype
 
-        dtype = eval_dtype("cpu")
+    device = eval_device(device)
+    if dtype == "auto":
+        dtype = eval_dtype(device)
     tokenizer = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(
-        base_dir, dtype=getattr(torch, dtype), device_map="cpu"
+        base_dir, dtype=getattr(torch, dtype), device_map=device
     )
     model.eval()
     return model, tokenizer
@@ -148,6 +152,7 @@ def evaluate(
     limit: int | None = None,
     judge: JudgeConfig | None = None,
     dtype: str = "auto",
+    device: str = "auto",
     console: Console | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def evaluate(
     task = infer_task(examples, task)
     refs = references(examples, task)
     started = time.monotonic()
-    model, tokenizer = load_for_eval(base_dir, dtype=dtype)
+    model, tokenizer = load_for_eval(base_dir, dtype=dtype, device=device)
     dtype = str(model.dtype).removeprefix("torch.")  # what "auto" resolved to
     with make_progress(console, disable=not show_progress) as progress:
         base_answers = generate_answers(

@@ -25,3 +25,18 @@ def native_bf16(device: str = "cpu") -> bool:
 def eval_dtype(device: str = "cpu") -> str:
     """The dtype to run a model in for evaluation: bfloat16 where native, else float32."""
     return "bfloat16" if native_bf16(device) else "float32"
+
+
+def eval_device(requested: str = "auto") -> str:
+    """Where to run a model for evaluation: ``cuda`` when asked, or on ``auto`` when a GPU
+    is there; else ``cpu``. Asking for ``cuda`` on a machine without one is an error."""
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    has_gpu = bool(torch.cuda.is_available())
+    if requested == "cuda" and not has_gpu:
+        raise ValueError("device cuda was asked for, but torch sees no CUDA GPU")
+    if requested == "auto":
+        return "cuda" if has_gpu else "cpu"
+    return requested

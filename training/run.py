@@ -336,6 +336,7 @@ def _evaluate_export(
         max_new_tokens=cfg.eval_max_new_tokens,
         batch_size=cfg.eval_batch_size,
         limit=eval_limit,
+        device=cfg.compute_device,  # where it trained: the GPU on the 8B path
         console=console,
         show_progress=show_progress,
     )
