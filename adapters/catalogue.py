@@ -20,7 +20,9 @@ constraints ``(name, version)`` and ``(name, digest)`` remain as a second line.
 
 A second counter row (``EPOCH_ROW``) orders the drain marks of
 :mod:`adapters.leases`; replica heartbeats bump neither counter, so they never make
-the other replicas reload their snapshot.
+the other replicas reload their snapshot. A third (``ROUTES_ROW``) moves on every change
+of the route table (:mod:`adapters.route_store`), which the replicas poll beside the
+generation; a route change leaves the adapter snapshot alone, and the reverse.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -58,6 +61,7 @@ from adapters.records import AdapterVersion, AliasChange, AliasRecord
 SCHEMA_VERSION = 1
 GENERATION_ROW = 1  # catalogue_state row whose counter moves on every catalogue change
 EPOCH_ROW = 2  # catalogue_state row whose counter moves on every drain mark or lift
+ROUTES_ROW = 3  # catalogue_state row whose counter moves on every route change
 _WRITE_OPTION = "lora_gateway_write"
 # pg_advisory_xact_lock key for schema creation (any fixed 64-bit number).
 _PG_SCHEMA_LOCK = 0x4C4F5241_47570001
@@ -182,7 +186,7 @@ class AliasHistoryRow(Base):
     changed_by: Mapped[str] = mapped_column(String(256))
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    def to_record(self) -> AliasChange:
+    def to_record(self, note: AliasNoteRow | None = None) -> AliasChange:
         return AliasChange(
             self.name,
             self.alias,
@@ -190,7 +194,24 @@ class AliasHistoryRow(Base):
             self.to_version,
             self.changed_by,
             iso(self.changed_at),
+            forced=note.forced if note is not None else False,
+            reason=note.reason if note is not None else None,
+            decision=note.decision if note is not None else None,
         )
+
+
+class AliasNoteRow(Base):
+    """Why a promotion moved an alias: forced past its eval check or not, the reason given,
+    and the comparison decided (one row per history entry a promotion made; a table of its
+    own so that catalogues made before promotions gain it by ``create_all``)."""
+
+    __tablename__ = "adapter_alias_notes"
+    history_id: Mapped[int] = mapped_column(
+        ForeignKey("adapter_alias_history.id"), primary_key=True
+    )
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ReplicaRow(Base):
@@ -268,16 +289,17 @@ class Catalogue:
         self._writer = engine.execution_options(**{_WRITE_OPTION: True})
         # Threads of one process queue here rather than spin on the database lock.
         self._local_lock = threading.RLock()
-        self._create_schema()
+        self.create_schema()
 
-    def _create_schema(self) -> None:
+    def create_schema(self) -> None:
+        """Create what is missing: the tables declared on ``Base`` so far, the counter rows."""
         # SQLite: BEGIN IMMEDIATE makes "check, then create" atomic between processes.
         with (self._writer if self.is_sqlite else self.engine).begin() as conn:
             if not self.is_sqlite:
                 # Two replicas starting together must not both CREATE TABLE.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             Base.metadata.create_all(conn)
-        for row_id in (GENERATION_ROW, EPOCH_ROW):
+        for row_id in (GENERATION_ROW, EPOCH_ROW, ROUTES_ROW):
             with contextlib.suppress(IntegrityError), Session(self.engine) as s, s.begin():
                 if s.get(StateRow, row_id) is None:
                     s.add(StateRow(id=row_id, generation=0, schema_version=SCHEMA_VERSION))

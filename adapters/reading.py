@@ -20,6 +20,7 @@ from adapters.catalogue import (
     GENERATION_ROW,
     AdapterRow,
     AliasHistoryRow,
+    AliasNoteRow,
     AliasRow,
     StateRow,
     VersionRow,
@@ -44,6 +45,10 @@ def adapter_records(s: Session, path_for: PathFor, name: str | None) -> list[Ada
     history = s.scalars(
         only(select(AliasHistoryRow), AliasHistoryRow.name).order_by(AliasHistoryRow.id)
     ).all()
+    noted = select(AliasNoteRow).join(
+        AliasHistoryRow, AliasNoteRow.history_id == AliasHistoryRow.id
+    )
+    notes = {n.history_id: n for n in s.scalars(only(noted, AliasHistoryRow.name))}
     out = []
     for a in sorted(adapters, key=lambda a: a.name):
         out.append(
@@ -56,7 +61,7 @@ def adapter_records(s: Session, path_for: PathFor, name: str | None) -> list[Ada
                     v.to_record(a, path_for(v.digest)) for v in versions if v.name == a.name
                 ),
                 aliases=tuple(r.to_record() for r in aliases if r.name == a.name),
-                history=tuple(h.to_record() for h in history if h.name == a.name),
+                history=tuple(h.to_record(notes.get(h.id)) for h in history if h.name == a.name),
             )
         )
     return out

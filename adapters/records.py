@@ -126,7 +126,11 @@ class AliasRecord:
 
 @dataclass(frozen=True, slots=True)
 class AliasChange:
-    """One entry of an alias's history (``to_version`` None: the alias was removed)."""
+    """One entry of an alias's history (``to_version`` None: the alias was removed).
+
+    A promotion also records whether it was ``forced`` past its eval check, the
+    ``reason`` given, and the ``decision`` it made in words (see :mod:`adapters.promotion`).
+    """
 
     name: str
     alias: str
@@ -134,6 +138,9 @@ class AliasChange:
     to_version: int | None
     changed_by: str
     changed_at: str
+    forced: bool = False
+    reason: str | None = None
+    decision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +149,9 @@ class AliasChange:
             "to_version": self.to_version,
             "changed_by": self.changed_by,
             "changed_at": self.changed_at,
+            "forced": self.forced,
+            "reason": self.reason,
+            "decision": self.decision,
         }
 
 

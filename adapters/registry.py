@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters import aliases as alias_ops
+from adapters import promoting
 from adapters.aliases import STATUS_REGISTERED, STATUS_RETIRING
 from adapters.archive import ArchiveLimits, extract_archive, find_adapter_root
 from adapters.base_model import BaseModelSpec
@@ -47,6 +48,7 @@ from adapters.records import (
     check_alias,
 )
 from adapters.retirement import Retirement
+from adapters.route_store import RouteStore
 from adapters.store import AdapterStore
 from adapters.upload import UploadMeta, check_upload_meta, copy_limited
 from adapters.validation import (
@@ -79,6 +81,7 @@ class Registry(Retirement):
         self.store = store
         self.catalogue = Catalogue(catalogue_url)
         self.leases = Leases(self.catalogue, ttl=lease_ttl)
+        self.routes = RouteStore(self.catalogue)
         self.base = base
         self.base_names = frozenset(base_names)
         self.max_rank = max_rank
@@ -272,6 +275,32 @@ class Registry(Retirement):
         check_alias(alias)
         with self.catalogue.write() as s:
             return alias_ops.rollback_alias(s, name, alias, changed_by).to_record()
+
+    def promote(
+        self,
+        name: str,
+        *,
+        to: str = promoting.DEFAULT_TARGET,
+        source: str | None = None,
+        version: int | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        changed_by: str,
+    ) -> promoting.Promotion:
+        """Move ``name@to`` to the candidate (``version``, else ``name@source``, default
+        ``canary``) if its eval is at least as good within its interval; see
+        :mod:`adapters.promotion` for the rule, :mod:`adapters.promoting` for the refusals."""
+        with self.catalogue.write() as s:
+            return promoting.promote(
+                s,
+                name,
+                target=to,
+                source=source,
+                version=version,
+                force=force,
+                reason=reason,
+                by=changed_by,
+            )
 
     def delete_alias(self, name: str, alias: str, *, changed_by: str) -> None:
         """Remove an alias (recorded in the history with ``to_version`` None)."""

@@ -1,4 +1,4 @@
-"""``lora-gateway adapters ...`` and ``lora-gateway routes ...``: admin over HTTP.
+"""``lora-gateway adapters ...``: admin over HTTP (``routes ...``: :mod:`gateway.routes_cli`).
 
 These commands talk to a running gateway with an admin key through
 :class:`gateway.admin_client.AdminClient`, exactly as any other client would; they share
@@ -30,7 +30,6 @@ from gateway.admin_client import (
 console = Console()
 err = Console(stderr=True)
 adapters_app = typer.Typer(help="Upload, list, promote and remove adapters.", no_args_is_help=True)
-routes_app = typer.Typer(help="Show and reload the route table.", no_args_is_help=True)
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="LORA_GATEWAY_URL", help="Gateway base URL.")]
 KeyOpt = Annotated[
@@ -75,7 +74,11 @@ def upload(
     try:
         with AdminClient(url, key) as client, rich_progress(err, f"uploading {name}") as bar:
             done = client.upload_adapter(
-                path, name=name, alias=alias, description=description, eval_report=report,
+                path,
+                name=name,
+                alias=alias,
+                description=description,
+                eval_report=report,
                 progress=bar,
             )
     except AdminConnectionError as exc:
@@ -162,23 +165,3 @@ def unload(
     """Unload REF from one or all backends (it stays registered)."""
     with _admin(url, key) as client:
         console.print_json(data=client.unload(ref, backend=backend))
-
-
-@routes_app.command("list")
-def routes_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
-    """Show request types and what each resolves to now."""
-    with _admin(url, key) as client:
-        data = client.list_routes()
-    table = Table("request type", "adapter / split", "resolves to", "schema")
-    for r in data:
-        target = r["adapter"] or json.dumps(r["split"])
-        table.add_row(r["name"], target, str(r["resolves_to"]), "yes" if r["json_schema"] else "")
-    console.print(table)
-
-
-@routes_app.command("reload")
-def routes_reload(url: UrlOpt = DEFAULT_URL, key: KeyOpt = DEFAULT_KEY) -> None:
-    """Re-read the route table file on the gateway (an invalid file is refused)."""
-    with _admin(url, key) as client:
-        data = client.reload_routes()
-    console.print(f"reloaded: {len(data)} request types")

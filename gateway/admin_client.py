@@ -277,6 +277,32 @@ class AdminClient:
         path = f"/v1/adapters/{_seg(name)}/aliases/{_seg(alias)}/rollback"
         return _object(self._request("POST", path))
 
+    def promote(
+        self,
+        name: str,
+        *,
+        to: str = "prod",
+        source: str | None = None,
+        version: int | None = None,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Move ``name@to`` to the candidate (``version``, else ``name@source``, by default
+        ``canary``) if its eval is at least as good; 409 naming both scores if not."""
+        body: dict[str, Any] = {"to": to, "force": force}
+        if source is not None:
+            body["from"] = source
+        if version is not None:
+            body["version"] = version
+        if reason is not None:
+            body["reason"] = reason
+        return _object(self._request("POST", f"/v1/adapters/{_seg(name)}/promote", json=body))
+
+    def canary_status(self, request_type: str) -> dict[str, Any]:
+        """A route's split arms side by side from the gateway's metrics (``GET
+        /v1/routes/{request_type}/canary``): requests, error and schema-invalid rates, p50/p95."""
+        return _object(self._request("GET", f"/v1/routes/{_seg(request_type)}/canary"))
+
     def delete_version(self, name: str, version: int) -> dict[str, Any] | None:
         """Delete ``name@version``: None once it is gone (204), or the gateway's
         ``{"id", "status": "retiring"}`` while requests in flight still use it (202)."""
@@ -298,8 +324,41 @@ class AdminClient:
         return list(_object(self._request("GET", "/v1/routes"))["routes"])
 
     def reload_routes(self) -> list[dict[str, Any]]:
-        """Have the gateway re-read its route table file; the table it now serves."""
+        """Have the gateway re-read the routes from its catalogue now; the routes."""
         return list(_object(self._request("POST", "/v1/routes/reload"))["routes"])
+
+    def get_route(self, request_type: str) -> dict[str, Any]:
+        """One route, its version and what it resolves to (``GET /v1/routes/{name}``)."""
+        return _object(self._request("GET", f"/v1/routes/{_seg(request_type)}"))
+
+    def put_route(
+        self, request_type: str, route: dict[str, Any], *, comment: str | None = None
+    ) -> dict[str, Any]:
+        """Create or replace a route with the document ``route`` (a new version)."""
+        params = {"comment": comment} if comment else None
+        path = f"/v1/routes/{_seg(request_type)}"
+        return _object(self._request("PUT", path, json=route, params=params))
+
+    def delete_route(self, request_type: str, *, comment: str | None = None) -> dict[str, Any]:
+        """Delete a route; the version that records the deletion."""
+        params = {"comment": comment} if comment else None
+        return _object(self._request("DELETE", f"/v1/routes/{_seg(request_type)}", params=params))
+
+    def route_history(self, request_type: str) -> dict[str, Any]:
+        """``{"request_type", "current_version", "versions": [...]}``, oldest first."""
+        return _object(self._request("GET", f"/v1/routes/{_seg(request_type)}/history"))
+
+    def rollback_route(
+        self, request_type: str, *, version: int | None = None, comment: str | None = None
+    ) -> dict[str, Any]:
+        """Restore ``version`` (default: the one before the current route) as a new version."""
+        body: dict[str, Any] = {}
+        if version is not None:
+            body["version"] = version
+        if comment:
+            body["comment"] = comment
+        path = f"/v1/routes/{_seg(request_type)}/rollback"
+        return _object(self._request("POST", path, json=body))
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Long-lived objects are built in ``lifespan`` and kept on ``app.state.gw``; nothing is
 global, so tests build as many isolated apps as they like. The lifespan also sweeps
-the adapter store once and starts this replica's catalogue sync (snapshot refresh,
-heartbeat, drain marks, periodic store sweeps: :mod:`gateway.replicas`).
+the adapter store once, installs the route table from the catalogue (seeding an empty
+one: :mod:`gateway.route_sync`) and starts this replica's catalogue sync (snapshot and
+route refresh, heartbeat, drain marks, periodic store sweeps: :mod:`gateway.replicas`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from adapters.errors import GatewayError
 from gateway.admin.api_router import router as admin_router
 from gateway.auth import KeyRing
 from gateway.errors import install_error_handlers
@@ -28,6 +30,7 @@ from gateway.middleware import GatewayMiddleware
 from gateway.models_api.api_router import router as models_router
 from gateway.models_api.serving import ModelsService
 from gateway.replicas import ReplicaSync, refresh_catalogue
+from gateway.route_sync import RoutesNotConfigured, prepare_routes
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from router.backend import Timeouts, VLLMBackend
@@ -109,11 +112,20 @@ def create_app(
             ),
             inflight=InFlight(total=settings.max_in_flight, per_key=settings.max_in_flight_per_key),
             pool=pool,
-            resolver=Resolver(RouteTable.load(settings.routes_file), settings.base_model),
+            resolver=Resolver(RouteTable(), settings.base_model),  # prepare_routes fills it
             registry=reg,
         )
         gw.extras["inference"] = InferenceService(gw)
         gw.extras["models"] = ModelsService(gw)
+        try:
+            await asyncio.to_thread(prepare_routes, gw)
+        except (RoutesNotConfigured, GatewayError) as exc:
+            # Kept for `lora-gateway serve`, which reports it instead of a bind failure.
+            app.state.startup_error = str(getattr(exc, "message", exc))
+            log.error("start-up refused: %s", app.state.startup_error)
+            if registry is None and getattr(reg, "close", None) is not None:
+                reg.close()
+            raise
         sync = ReplicaSync(gw)
         gw.extras["replicas"] = sync
         pool.coordinator = sync

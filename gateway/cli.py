@@ -1,4 +1,5 @@
-"""The gateway's own commands: ``serve``, ``keys``, ``adapters`` and ``routes``.
+"""The gateway's own commands: ``serve``, ``keys``, ``adapters``, ``routes``, ``promote``
+and ``canary``.
 
 The ``lora-gateway`` console script (:mod:`cli.main`) mounts them beside every other
 package's commands. This module imports nothing above the gateway, so
@@ -19,7 +20,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from gateway.admin_cli import adapters_app, routes_app
+from gateway.admin_cli import adapters_app
+from gateway.canary_cli import canary_app, promote
+from gateway.routes_cli import routes_app
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, Settings, hash_key
 
 console = Console(stderr=True)
@@ -33,6 +36,8 @@ keys_app = typer.Typer(help="API key helpers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(routes_app, name="routes")
+app.add_typer(canary_app, name="canary")
+app.command("promote")(promote)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -64,7 +69,10 @@ def serve(
         typer.Option(help="vLLM base URL; repeat for several. Default: LORA_GATEWAY_BACKENDS."),
     ] = None,
     demo: Annotated[bool, typer.Option(help="Demo mode: accept the well-known demo keys.")] = False,
-    routes: Annotated[Path | None, typer.Option(help="Route table YAML.")] = None,
+    routes: Annotated[
+        Path | None,
+        typer.Option(help="Route table YAML that seeds a catalogue without routes."),
+    ] = None,
 ) -> None:
     """Run the gateway (uvicorn). SIGTERM drains within LORA_GATEWAY_TERMINATION_GRACE:
     readiness 503, requests in flight finish or end with a shutting_down error."""
@@ -91,6 +99,11 @@ def serve(
         server.run()
     except OSError as exc:
         raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    except SystemExit:  # uvicorn's exit when the lifespan failed: say why, plainly
+        startup_error = getattr(application.state, "startup_error", None)
+        if startup_error:
+            raise fail(f"the gateway did not start: {startup_error}") from None
+        raise
     if server.bind_failed:
         raise fail(f"cannot listen on {settings.host}:{settings.port} (is the port in use?)")
 

@@ -5,6 +5,7 @@ One task ticks every ``catalogue_poll_interval`` seconds:
 1. if the catalogue generation moved, load a snapshot and install it, unless a newer
    one is installed already (two loads can finish out of order; the newer generation
    always wins, so the poller never takes a stale snapshot for the current one);
+   likewise the route table when the routes counter moved (:mod:`gateway.route_sync`);
 2. read the drain marks (:mod:`adapters.leases`) and fence them in the pool, which
    from then on starts no new use of a fenced adapter;
 3. publish the heartbeat: the drain epoch just applied and the pool's in-use pairs;
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from adapters.leases import DRAIN_DELETE, Drain, DrainView, Peer
+from gateway.route_sync import sync_routes
 from gateway.state import GatewayState
 from router.coordination import FENCE_DELETE, FENCE_UNLOAD
 
@@ -118,6 +120,7 @@ class ReplicaSync:
         await self.sync_drains()
         await self.heartbeat()
         await self.finish_deletes()
+        await sync_routes(self.gw)  # last: a refused table must not hold up the rest
 
     async def collect_garbage(self) -> dict[str, int]:
         """Sweep the store: stale staging areas and directories no version references."""

@@ -115,7 +115,10 @@ class Settings(BaseSettings):
         default="", description="Catalogue URL; empty means SQLite in the store's parent folder."
     )
     routes_file: Path | None = Field(
-        default=None, description="The route table YAML; None means the shipped demo table."
+        default=None,
+        description="A route table YAML that seeds a catalogue which has never held a route "
+        "(routes then live in the catalogue, managed over the admin API). None: demo mode "
+        "seeds the demo routes; otherwise the gateway refuses to start on such a catalogue.",
     )
     # Engine limits the registry validates against
     max_lora_rank: int = Field(default=16, description="The engines' --max-lora-rank.")

@@ -1,7 +1,9 @@
 """The route table: request types (what a service asks for) and how each is answered.
 
-A route table is a YAML file validated into ``RouteTable``. It can be reloaded at
-runtime: the new table is validated completely first, then swapped in with a single
+Routes live in the catalogue (:mod:`adapters.route_store`), one versioned JSON document
+per request type, as :meth:`Route.document` writes it; a YAML file of the same shape
+(``routes: {name: route}``) seeds an empty catalogue and is what ``routes export``
+writes. A new table is validated completely first, then swapped in with a single
 reference assignment, so requests in flight keep the table they started with.
 """
 
@@ -137,6 +139,29 @@ class Route(BaseModel):
     def references(self) -> list[str]:
         return list(self.split) if self.split else [self.adapter or "base"]
 
+    def document(self) -> dict[str, Any]:
+        """The JSON document stored in the catalogue: the fields set, by their wire names."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    @classmethod
+    def from_document(cls, data: Any, *, where: str = "") -> Route:
+        """Validate a route document; 400 ``invalid_route`` naming the field and the reason."""
+        if not isinstance(data, dict):
+            raise InvalidRequestError(
+                f"{where or 'the route'}: must be a JSON object",
+                code="invalid_route",
+                param=where or None,
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            # The one error without a field (adapter and split both or neither) names adapter.
+            loc = first["loc"] or ("adapter",)
+            param = ".".join(str(p) for p in (where, *loc) if p != "")
+            msg = first["msg"].removeprefix("Value error, ")
+            raise InvalidRequestError(f"{param}: {msg}", code="invalid_route", param=param) from exc
+
 
 class RouteTable(BaseModel):
     """All request types, by name."""
@@ -182,6 +207,23 @@ class RouteTable(BaseModel):
                 f"cannot read route table {path}: {exc.strerror}", code="invalid_routes"
             ) from exc
         return cls.from_yaml_text(text, source=str(path))
+
+    @classmethod
+    def from_documents(cls, documents: dict[str, Any], *, source: str) -> RouteTable:
+        """The table of stored route documents; 400 ``invalid_routes`` if one is not valid."""
+        routes = {}
+        for name, document in documents.items():
+            try:
+                routes[name] = Route.from_document(document, where=f"routes.{name}")
+            except InvalidRequestError as exc:
+                raise InvalidRequestError(
+                    f"{source}: {exc.message}", code="invalid_routes", param=exc.param
+                ) from exc
+        return cls(routes=routes)
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """Each route's catalogue document, by request type."""
+        return {name: route.document() for name, route in self.routes.items()}
 
     def referenced_versions(self) -> set[str]:
         """Every explicit ``name@N`` reference (those versions cannot be deleted)."""

@@ -1,4 +1,5 @@
-"""Admin logic: adapter uploads, aliases, deletion, placement control, route reloads.
+"""Admin logic: adapter uploads, aliases, deletion, placement control (routes:
+:mod:`gateway.admin.routes_serving`).
 
 Registry calls are synchronous (SQLAlchemy, file moves) and run in a worker thread.
 After every change this replica swaps in a fresh catalogue snapshot at once; other
@@ -21,10 +22,10 @@ import orjson
 
 from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
 from adapters.upload import spool_name
+from gateway.admin.routes_serving import RouteService
 from gateway.replicas import ReplicaSync, refresh_catalogue
 from gateway.state import GatewayState
 from router.backend import EngineError
-from router.routes import RouteTable
 
 log = logging.getLogger("lora_gateway.admin")
 COPY_CHUNK = 1 << 20
@@ -46,40 +47,6 @@ class AdminService:
 
     def __init__(self, gw: GatewayState) -> None:
         self.gw = gw
-
-    # --- routes ---------------------------------------------------------------------------
-    def route_infos(self) -> list[dict[str, Any]]:
-        out = []
-        resolver = self.gw.resolver
-        for name, route in resolver.table.routes.items():
-            try:
-                target: str | None = resolver.resolve(name).adapter_id
-            except GatewayError:
-                target = None
-            out.append(
-                {
-                    "name": name,
-                    "adapter": route.adapter,
-                    "split": route.split,
-                    "resolves_to": target,
-                    "description": route.description,
-                    "system_prompt": route.system_prompt,
-                    "defaults": route.defaults,
-                    "json_schema": route.json_schema,
-                    "on_schema_invalid": route.on_schema_invalid,
-                    "working_fields": route.working_fields,
-                }
-            )
-        return out
-
-    async def reload_routes(self) -> None:
-        table = await asyncio.to_thread(RouteTable.load, self.gw.settings.routes_file)
-        # One assignment: requests in flight keep the table object they already read.
-        self.gw.resolver.table = table
-        self.gw.metrics.set_known(
-            routes=table.routes, adapters=[v.id for v in self.gw.resolver.snapshot.all_versions()]
-        )
-        log.info("route table reloaded: %d request types", len(table.routes))
 
     # --- adapters -------------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -213,7 +180,7 @@ class AdminService:
         It leaves every replica's snapshot at once, so no new request starts on it; the
         engines unload it, and its files go, only after the last request on it ends.
         """
-        protected = set(self.gw.resolver.table.referenced_versions())
+        protected = await RouteService(self.gw).referenced_versions()
         sync: ReplicaSync = self.gw.extras["replicas"]
         drain = await asyncio.to_thread(
             self.gw.registry.retire_version, name, version, protected=protected, owner=sync.id

@@ -48,8 +48,15 @@ FORBIDDEN_FIELDS: dict[str, str] = {
     **{
         f"guided_{name}": "vLLM no longer reads the guided_* fields (it would answer "
         "unconstrained); use `response_format` or `structured_outputs`"
-        for name in ("json", "regex", "choice", "grammar", "json_object",
-                     "decoding_backend", "whitespace_pattern")
+        for name in (
+            "json",
+            "regex",
+            "choice",
+            "grammar",
+            "json_object",
+            "decoding_backend",
+            "whitespace_pattern",
+        )
     },
 }
 TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})

@@ -29,6 +29,16 @@ INFERENCE_OPS = {
 }
 
 
+ROUTE_OPS = [
+    ("GET", "/v1/routes"),
+    ("GET", "/v1/routes/{request_type}"),
+    ("PUT", "/v1/routes/{request_type}"),
+    ("DELETE", "/v1/routes/{request_type}"),
+    ("GET", "/v1/routes/{request_type}/history"),
+    ("POST", "/v1/routes/{request_type}/rollback"),
+]
+
+
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(m.upper(), p, op) for p, item in spec["paths"].items() for m, op in item.items()]
 
@@ -57,6 +67,7 @@ async def test_admin_operations_refuse_inference_keys(client: httpx.AsyncClient)
         if (m, p) not in PUBLIC and (m, p) not in INFERENCE_OPS
     ]
     assert ("POST", "/v1/adapters") in admin_ops and ("POST", "/v1/routes/reload") in admin_ops
+    assert set(ROUTE_OPS) <= set(admin_ops)  # the route table in the catalogue
     for method, path in admin_ops:
         r = await client.request(method, concrete(path), headers=INFERENCE)
         assert r.status_code == 403, f"{method} {path} answered {r.status_code} to inference key"

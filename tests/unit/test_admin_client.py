@@ -14,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from gateway import admin_cli
+from gateway import admin_cli, routes_cli
 from gateway.admin_client import (
     ADAPTER_FILES,
     AdminAPIError,
@@ -216,7 +216,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, handler: Any, *args: str) -> Any:
     )
     app, argv = admin_cli.adapters_app, list(args)
     if argv[0] == "routes":
-        app, argv = admin_cli.routes_app, argv[1:]
+        app, argv = routes_cli.routes_app, argv[1:]
     return CliRunner().invoke(app, [*argv, "--url", URL, "--key", KEY])
 
 
@@ -260,3 +260,32 @@ def test_cli_admin_commands_output_and_exit_codes(monkeypatch: pytest.MonkeyPatc
     assert res.exit_code == 0 and "ship-cls" in res.stdout and "ship@2" in res.stdout
     res = run_cli(monkeypatch, boom, "list")
     assert res.exit_code == 1 and "cannot reach the gateway" in res.stderr
+
+
+def test_route_calls_send_the_documented_requests() -> None:
+    info = {"name": "ship-cls", "version": 2}
+    gw = FakeGateway({
+        ("GET", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
+        ("PUT", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
+        ("DELETE", "/v1/routes/ship-cls"): httpx.Response(200, json={"version": 3}),
+        ("GET", "/v1/routes/ship-cls/history"): httpx.Response(200, json={"versions": []}),
+        ("POST", "/v1/routes/ship-cls/rollback"): httpx.Response(200, json=info),
+    })
+    route = {"split": {"ship@prod": 90, "ship@canary": 10}}
+    with gw.client() as c:
+        assert c.get_route("ship-cls") == info
+        assert c.put_route("ship-cls", route, comment="canary 10%") == info
+        assert c.put_route("ship-cls", route) == info
+        assert c.delete_route("ship-cls", comment="gone") == {"version": 3}
+        assert c.route_history("ship-cls") == {"versions": []}
+        assert c.rollback_route("ship-cls") == info
+        assert c.rollback_route("ship-cls", version=1, comment="back") == info
+    put, put_plain, delete = gw.requests[1], gw.requests[2], gw.requests[3]
+    assert json.loads(put.content) == route and put.url.params["comment"] == "canary 10%"
+    assert "comment" not in put_plain.url.params
+    assert delete.url.params["comment"] == "gone"
+    assert json.loads(gw.requests[5].content) == {}
+    assert json.loads(gw.requests[6].content) == {"version": 1, "comment": "back"}
+    with gw.client() as c, pytest.raises(AdminAPIError) as exc:
+        c.get_route("nope")
+    assert exc.value.status == 404

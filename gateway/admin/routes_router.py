@@ -1,0 +1,132 @@
+"""HTTP glue for the route table in the catalogue (admin scope)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Request
+
+from gateway.admin.routes_protocol import (
+    MAX_COMMENT,
+    ROUTE_NAME_PATTERN,
+    RollbackIn,
+    RouteHistoryOut,
+    RouteInfo,
+    RouteTableInfo,
+    RouteVersionOut,
+    route_body_openapi,
+)
+from gateway.admin.routes_serving import RouteService
+from gateway.deps import AdminKey, Gw
+from gateway.inference.protocol import error_responses
+
+router = APIRouter(tags=["routes"])
+RequestTypePath = Annotated[
+    str, Path(pattern=ROUTE_NAME_PATTERN, description="The request type (route name).")
+]
+CommentQuery = Annotated[
+    str | None, Query(max_length=MAX_COMMENT, description="Why; kept in the route's history.")
+]
+
+
+@router.get(
+    "/v1/routes",
+    response_model=RouteTableInfo,
+    responses=error_responses(401, 403),
+    summary="Every route in the catalogue and what each resolves to now",
+)
+async def list_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in await RouteService(gw).list_routes()])
+
+
+@router.post(
+    "/v1/routes/reload",
+    response_model=RouteTableInfo,
+    responses=error_responses(400, 401, 403),
+    summary="Re-read the route table from the catalogue on this replica now",
+)
+async def reload_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
+    """Every replica re-reads the catalogue's routes within its poll interval anyway; this
+    does it now. A stored route that no longer validates is refused and the old table kept.
+    (Routes files are read only to seed an empty catalogue: use ``PUT`` or
+    ``lora-gateway routes import FILE``.)"""
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in await RouteService(gw).reload()])
+
+
+@router.get(
+    "/v1/routes/{request_type}",
+    response_model=RouteInfo,
+    responses=error_responses(400, 401, 403, 404),
+    summary="One route",
+)
+async def get_route(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteInfo:
+    return RouteInfo(**await RouteService(gw).get_route(request_type))
+
+
+@router.put(
+    "/v1/routes/{request_type}",
+    response_model=RouteInfo,
+    responses=error_responses(400, 401, 403, 404, 409, 413),
+    summary="Create or replace a route (a new version; validated first)",
+    openapi_extra=route_body_openapi(),
+)
+async def put_route(
+    gw: Gw,
+    key: AdminKey,
+    request_type: RequestTypePath,
+    raw_request: Request,
+    comment: CommentQuery = None,
+) -> RouteInfo:
+    """The body is the whole route. Refused with 400 ``invalid_route`` (the field and the
+    reason: a schema that is not a JSON Schema, bad working fields, a split that does not
+    sum to 100, ...) or 404 ``adapter_not_found`` (an adapter reference that does not
+    resolve). A route equal to the current one makes no new version."""
+    body = await raw_request.body()
+    info = await RouteService(gw).put_route(request_type, body, comment=comment, by=key.id)
+    return RouteInfo(**info)
+
+
+@router.delete(
+    "/v1/routes/{request_type}",
+    response_model=RouteVersionOut,
+    responses=error_responses(400, 401, 403, 404),
+    summary="Delete a route (its history stays; a rollback restores it)",
+)
+async def delete_route(
+    gw: Gw, key: AdminKey, request_type: RequestTypePath, comment: CommentQuery = None
+) -> RouteVersionOut:
+    out = await RouteService(gw).delete_route(request_type, comment=comment, by=key.id)
+    return RouteVersionOut(**out)
+
+
+@router.get(
+    "/v1/routes/{request_type}/history",
+    response_model=RouteHistoryOut,
+    responses=error_responses(400, 401, 403, 404),
+    summary="Every version of a route, oldest first",
+)
+async def route_history(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteHistoryOut:
+    return RouteHistoryOut(**await RouteService(gw).history(request_type))
+
+
+@router.post(
+    "/v1/routes/{request_type}/rollback",
+    response_model=RouteInfo,
+    responses=error_responses(400, 401, 403, 404, 409),
+    summary="Restore an earlier version of a route (as a new version)",
+)
+async def rollback_route(
+    gw: Gw,
+    key: AdminKey,
+    request_type: RequestTypePath,
+    request: Annotated[RollbackIn | None, Body()] = None,
+) -> RouteInfo:
+    """``{"version": N}`` restores version N; no version restores the one before the
+    current route (after a delete, the deleted route). 404 ``route_version_not_found``;
+    409 ``version_is_deletion``, ``no_previous_version`` or ``route_changed``; 404
+    ``adapter_not_found`` if the route names an adapter that is no longer registered."""
+    body = request or RollbackIn()
+    info = await RouteService(gw).rollback(
+        request_type, version=body.version, comment=body.comment, by=key.id
+    )
+    return RouteInfo(**info)
