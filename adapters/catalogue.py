@@ -214,6 +214,22 @@ class AliasNoteRow(Base):
     decision: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class EvalAttachmentRow(Base):
+    """One eval report attached to a version after its upload: by whom, when, and whether it
+    replaced one (the report itself is the version's ``eval``; a table of its own, as above)."""
+
+    __tablename__ = "adapter_eval_attachments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    attached_by: Mapped[str] = mapped_column(String(256))
+    attached_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    replaced: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by": self.attached_by, "at": iso(self.attached_at), "replaced": self.replaced}
+
+
 class ReplicaRow(Base):
     """One gateway replica's heartbeat: the drain epoch it has applied, what it has in flight."""
 

@@ -24,8 +24,10 @@ The rule, "at least as good, within its interval":
 
 Where a score comes from. A report of ``lora-gateway eval --gateway``
 (:mod:`training.serve_report`) has ``arms``: the arm answered only by this version
-(its ``adapter_versions``) is used, else the arm named ``adapter``, else the only arm
-besides ``prompt-only``; its ``primary`` and ``ci95``. A report of the offline
+(its ``adapter_versions``) is used, else, among the arms that record no versions, the
+one named ``adapter``, else the only one besides ``prompt-only``; its ``primary`` and
+``ci95``. An arm answered by other versions (a split route's ``adapter`` arm is a mix)
+never scores this one. A report of the offline
 ``lora-gateway eval`` (:mod:`training.evaluate`) has an ``adapter`` summary: its value of
 the primary metric, without an interval.
 """
@@ -96,17 +98,25 @@ def _number(v: object) -> float | None:
 
 def _pick_arm(arms: Mapping[str, Any], version_id: str) -> tuple[str, Mapping[str, Any]]:
     scored = {k: v for k, v in arms.items() if k != BASELINE_ARM and isinstance(v, Mapping)}
+    unattributed = {}
     for name, entry in scored.items():
         answered = entry.get("adapter_versions")
         if isinstance(answered, Mapping) and set(answered) == {version_id}:
             return name, entry
-    if ADAPTER_ARM in scored:
-        return ADAPTER_ARM, scored[ADAPTER_ARM]
-    if len(scored) == 1:
-        return next(iter(scored.items()))
+        if not answered:  # an arm that records no versions may be this one's
+            unattributed[name] = entry
+    # An arm answered by other versions (a split's mix among them) is never this one's.
+    if ADAPTER_ARM in unattributed:
+        return ADAPTER_ARM, unattributed[ADAPTER_ARM]
+    if len(unattributed) == 1:
+        return next(iter(unattributed.items()))
+    answered_by = {
+        k: sorted(v["adapter_versions"]) for k, v in scored.items() if k not in unattributed
+    }
     raise EvalReportError(
-        f"its arms {sorted(arms)} include none answered only by {version_id}, none named "
-        f"{ADAPTER_ARM!r}, and more than one besides {BASELINE_ARM!r}"
+        f"none of its arms {sorted(arms)} was answered by {version_id} alone (answered by: "
+        f"{answered_by or 'none recorded'}); score it in an arm of its own, e.g. "
+        f"--arms {BASELINE_ARM},{version_id}"
     )
 
 

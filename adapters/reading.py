@@ -9,6 +9,7 @@ endpoints that show them read them here, on demand).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from adapters.catalogue import (
     AliasHistoryRow,
     AliasNoteRow,
     AliasRow,
+    EvalAttachmentRow,
     StateRow,
     VersionRow,
     iso,
@@ -49,6 +51,12 @@ def adapter_records(s: Session, path_for: PathFor, name: str | None) -> list[Ada
         AliasHistoryRow, AliasNoteRow.history_id == AliasHistoryRow.id
     )
     notes = {n.history_id: n for n in s.scalars(only(noted, AliasHistoryRow.name))}
+    attached = {  # the last attachment of each version wins (ascending ids)
+        (e.name, e.version): e.to_dict()
+        for e in s.scalars(
+            only(select(EvalAttachmentRow), EvalAttachmentRow.name).order_by(EvalAttachmentRow.id)
+        )
+    }
     out = []
     for a in sorted(adapters, key=lambda a: a.name):
         out.append(
@@ -58,7 +66,12 @@ def adapter_records(s: Session, path_for: PathFor, name: str | None) -> list[Ada
                 labels=dict(a.labels or {}),
                 created_at=iso(a.created_at),
                 versions=tuple(
-                    v.to_record(a, path_for(v.digest)) for v in versions if v.name == a.name
+                    replace(
+                        v.to_record(a, path_for(v.digest)),
+                        eval_attached=attached.get((v.name, v.version)),
+                    )
+                    for v in versions
+                    if v.name == a.name
                 ),
                 aliases=tuple(r.to_record() for r in aliases if r.name == a.name),
                 history=tuple(h.to_record(notes.get(h.id)) for h in history if h.name == a.name),

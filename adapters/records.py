@@ -66,6 +66,8 @@ class AdapterVersion:
     labels: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     eval: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     files: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
+    # Who attached ``eval`` after the upload, and when (None: it came with the upload).
+    eval_attached: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -100,6 +102,7 @@ class AdapterVersion:
             "description": self.description,
             "labels": dict(self.labels),
             "eval": self.eval,
+            "eval_attached": self.eval_attached,
             "files": [dict(f) for f in self.files],
         }
 

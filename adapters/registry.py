@@ -32,13 +32,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters import aliases as alias_ops
-from adapters import promoting
+from adapters import eval_attach, promoting
 from adapters.aliases import STATUS_REGISTERED, STATUS_RETIRING
 from adapters.archive import ArchiveLimits, extract_archive, find_adapter_root
 from adapters.base_model import BaseModelSpec
 from adapters.catalogue import AdapterRow, Catalogue, VersionRow, utcnow
 from adapters.errors import AdapterValidationError, ConflictError, NotFoundError
 from adapters.leases import Leases
+from adapters.ownership import Claim
 from adapters.reading import adapter_records, read_snapshot
 from adapters.records import (
     AdapterRecord,
@@ -105,12 +106,14 @@ class Registry(Retirement):
         eval_report: dict[str, Any] | None = None,
         alias: str | None = None,
         uploaded_by: str,
+        claim: Claim | None = None,
     ) -> tuple[AdapterVersion, bool]:
         """Register the adapter in a .tar.gz/.tgz/.zip; ``created`` False if already there.
 
         Identical files under the same name return the existing version (whatever
-        ``eval_report`` says). ``description`` and ``labels``, when given, replace
-        the adapter's. ``alias``, when given, is pointed at the returned version.
+        ``eval_report`` says: :meth:`attach_eval` replaces it). ``description`` and
+        ``labels``, when given, replace the adapter's. ``alias``, when given, is pointed at
+        the returned version. ``claim`` decides the name's team (:mod:`adapters.ownership`).
         """
         meta = self._check_meta(
             name=name,
@@ -123,7 +126,7 @@ class Registry(Retirement):
         with self.store.staging_dir() as stage:
             extracted = stage / "archive"
             extract_archive(archive, extracted, filename=filename, limits=self.limits)
-            return self._validate_and_register(find_adapter_root(extracted), meta)
+            return self._validate_and_register(find_adapter_root(extracted), meta, claim)
 
     def ingest_parts(
         self,
@@ -136,6 +139,7 @@ class Registry(Retirement):
         eval_report: dict[str, Any] | None = None,
         alias: str | None = None,
         uploaded_by: str,
+        claim: Claim | None = None,
     ) -> tuple[AdapterVersion, bool]:
         """Register an adapter sent as its two files (``adapter_config``, ``adapter_model``)."""
         meta = self._check_meta(
@@ -153,12 +157,14 @@ class Registry(Retirement):
             copy_limited(
                 weights, root / WEIGHTS_FILE, self.limits.max_file_bytes, param="adapter_model"
             )
-            return self._validate_and_register(root, meta)
+            return self._validate_and_register(root, meta, claim)
 
     def _check_meta(self, **fields: Any) -> UploadMeta:
         return check_upload_meta(**fields, reserved_names=self.base_names)
 
-    def _validate_and_register(self, root: Path, meta: UploadMeta) -> tuple[AdapterVersion, bool]:
+    def _validate_and_register(
+        self, root: Path, meta: UploadMeta, claim: Claim | None = None
+    ) -> tuple[AdapterVersion, bool]:
         try:
             info = validate_adapter_dir(
                 root, base=self.base, base_names=self.base_names, max_rank=self.max_rank
@@ -171,7 +177,7 @@ class Registry(Retirement):
             for attempt in range(_INTEGRITY_RETRIES):
                 try:
                     with self.catalogue.write() as s:
-                        record, created = self._record(s, root, info, meta, eval_report)
+                        record, created = self._record(s, root, info, meta, eval_report, claim)
                     break
                 except IntegrityError:
                     # Unreachable while every writer takes the catalogue lock; kept so a
@@ -198,8 +204,10 @@ class Registry(Retirement):
         info: AdapterInfo,
         meta: UploadMeta,
         eval_report: dict[str, Any] | None,
+        claim: Claim | None = None,
     ) -> tuple[AdapterVersion, bool]:
         adapter = s.get(AdapterRow, meta.name)
+        existed = adapter is not None
         if adapter is None:
             adapter = AdapterRow(
                 name=meta.name,
@@ -215,6 +223,8 @@ class Registry(Retirement):
                 adapter.description = meta.description
             if meta.labels is not None:
                 adapter.labels = meta.labels
+        if claim is not None:  # under the write lock: two teams cannot both take a new name
+            claim.apply_adapter(s, meta.name, exists=existed)
         row = s.scalars(
             select(VersionRow).where(VersionRow.name == meta.name, VersionRow.digest == info.digest)
         ).first()
@@ -301,6 +311,15 @@ class Registry(Retirement):
                 reason=reason,
                 by=changed_by,
             )
+
+    def attach_eval(
+        self, name: str, version: int, report: object, *, attached_by: str
+    ) -> eval_attach.EvalAttachment:
+        """Replace ``name@version``'s eval report (see :mod:`adapters.eval_attach`)."""
+        # Reports are not in the snapshot: the generation stays, the writers' lock is taken.
+        with self.catalogue.write(bump=None) as s:
+            self.catalogue.lock(s)
+            return eval_attach.attach(s, name, version, report, attached_by)
 
     def delete_alias(self, name: str, alias: str, *, changed_by: str) -> None:
         """Remove an alias (recorded in the history with ``to_version`` None)."""

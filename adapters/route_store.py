@@ -42,6 +42,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from adapters.catalogue import ROUTES_ROW, Base, Catalogue, StateRow, iso, utcnow
 from adapters.errors import ConflictError, InvalidRequestError, NotFoundError
+from adapters.ownership import Claim, route_not_found
 
 ACTION_PUT = "put"
 ACTION_ROLLBACK = "rollback"
@@ -119,12 +120,6 @@ class RoutesSnapshot:
     generation: int
     routes: dict[str, RouteVersion]
     ever_held_routes: bool  # False: a catalogue that has never held a route (seedable)
-
-
-def route_not_found(request_type: str) -> NotFoundError:
-    return NotFoundError(
-        f"The route '{request_type}' does not exist.", code="route_not_found", param="request_type"
-    )
 
 
 def _check_comment(comment: str | None) -> str | None:
@@ -251,17 +246,21 @@ class RouteStore:
         action: str = ACTION_PUT,
         source_version: int | None = None,
         expect_latest: int | None = None,
+        claim: Claim | None = None,
     ) -> tuple[RouteVersion, bool]:
         """Make ``document`` the route of ``request_type``: (its version, whether it is new).
 
         A document equal to the current one writes nothing. ``expect_latest``, when given,
         is the latest version the caller decided on: if another change came first the
-        write is refused (409 ``route_changed``).
+        write is refused (409 ``route_changed``). ``claim``, when given, decides the
+        request type's team (:mod:`adapters.ownership`; 404 if it is another team's).
         """
         comment = _check_comment(comment)
         with self.catalogue.write(bump=None) as s:
             _lock(s)  # the counter moves only if something is written
             latest = _latest_version(s, request_type)
+            if claim is not None:  # under the lock: two teams cannot both create a route
+                claim.apply_route(s, request_type, exists=latest > 0)
             if expect_latest is not None and latest != expect_latest:
                 raise ConflictError(
                     f"The route '{request_type}' changed meanwhile (now version {latest}); "

@@ -66,6 +66,20 @@ def _check_labels(labels: object) -> None:
         )
 
 
+def check_eval(eval_report: object) -> dict[str, Any]:
+    """An eval report as the catalogue keeps it: a plain JSON object of at most
+    ``MAX_EVAL_BYTES``; 400 ``invalid_eval`` (413 if too large)."""
+    if not isinstance(eval_report, dict):
+        raise _bad("eval must be a JSON object", "invalid_eval", "eval")
+    try:
+        size = len(json.dumps(eval_report, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"eval is not plain JSON: {exc}", "invalid_eval", "eval") from exc
+    if size > MAX_EVAL_BYTES:
+        raise _bad(f"eval exceeds {MAX_EVAL_BYTES} bytes", "invalid_eval", "eval", 413)
+    return eval_report
+
+
 def check_upload_meta(
     *,
     name: str,
@@ -91,14 +105,7 @@ def check_upload_meta(
     if labels is not None:
         _check_labels(labels)
     if eval_report is not None:
-        if not isinstance(eval_report, dict):
-            raise _bad("eval must be a JSON object", "invalid_eval", "eval")
-        try:
-            size = len(json.dumps(eval_report, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise _bad(f"eval is not plain JSON: {exc}", "invalid_eval", "eval") from exc
-        if size > MAX_EVAL_BYTES:
-            raise _bad(f"eval exceeds {MAX_EVAL_BYTES} bytes", "invalid_eval", "eval", 413)
+        check_eval(eval_report)
     if alias is not None:
         check_alias(alias)
     return UploadMeta(

@@ -1,7 +1,7 @@
 """The ``lora-gateway`` console script. Each package contributes its own sub-commands.
 
 - the gateway's own (``serve``, ``keys``, ``adapters``, ``routes``) from :mod:`gateway.cli`;
-- ``engine``: the supervised vLLM server (the engine launcher, in ``router``);
+- ``engine``: the supervised vLLM server (the engine launcher, :mod:`engine.launcher`);
 - ``demo``: the demo wing's commands (:mod:`demo.stack`, :mod:`demo.adapters`);
 - training's (``train``, ``eval``, ``data``, ...) and ``loadtest``, when installed.
 
@@ -57,7 +57,7 @@ def engine(
     log_file: Annotated[Path, typer.Option(help="vLLM's log.")] = Path(".state/engine.log"),
 ) -> None:
     """Run vLLM's OpenAI server as a supervised child; stop it (and its children) on exit."""
-    from router.engine_launcher import (
+    from engine.launcher import (
         CPU_MAX_MODEL_LEN,
         EngineConfig,
         EngineLaunchError,

@@ -149,7 +149,7 @@ def demo_stack(
 
     ``tasks`` limits the adapters checked and registered (default: all three)."""
     from demo.adapters import DEMO_ADAPTERS, ensure_demo_adapters
-    from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+    from engine.launcher import EngineConfig, EngineLaunchError, EngineProcess
     from training.base_model import ensure_base_model
 
     STATE.mkdir(exist_ok=True)

@@ -88,8 +88,7 @@ class AdminConnectionError(AdminAPIError):
 
 @dataclass(frozen=True)
 class Upload:
-    """What an upload registered: the version the gateway answered with, whether it is
-    new (201) or content the gateway already held (200), and the files left out."""
+    """What an upload registered: the version, new (201) or held (200), files left out."""
 
     created: bool
     version: dict[str, Any]
@@ -287,8 +286,7 @@ class AdminClient:
         force: bool = False,
         reason: str | None = None,
     ) -> dict[str, Any]:
-        """Move ``name@to`` to the candidate (``version``, else ``name@source``, by default
-        ``canary``) if its eval is at least as good; 409 naming both scores if not."""
+        """Move ``name@to`` to the candidate if its eval is at least as good; else a 409."""
         body: dict[str, Any] = {"to": to, "force": force}
         if source is not None:
             body["from"] = source
@@ -299,13 +297,16 @@ class AdminClient:
         return _object(self._request("POST", f"/v1/adapters/{_seg(name)}/promote", json=body))
 
     def canary_status(self, request_type: str) -> dict[str, Any]:
-        """A route's split arms side by side from the gateway's metrics (``GET
-        /v1/routes/{request_type}/canary``): requests, error and schema-invalid rates, p50/p95."""
+        """A route's split arms side by side (``GET /v1/routes/{request_type}/canary``)."""
         return _object(self._request("GET", f"/v1/routes/{_seg(request_type)}/canary"))
 
+    def attach_eval(self, name: str, version: int, report: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``name@version``'s eval report; who, when, and the score read from it."""
+        path = f"/v1/adapters/{_seg(name)}/versions/{version}/eval"
+        return _object(self._request("PUT", path, json=report))
+
     def delete_version(self, name: str, version: int) -> dict[str, Any] | None:
-        """Delete ``name@version``: None once it is gone (204), or the gateway's
-        ``{"id", "status": "retiring"}`` while requests in flight still use it (202)."""
+        """Delete ``name@version``: None once gone (204), or ``{"id", "status"}`` (202)."""
         resp = self._request("DELETE", f"/v1/adapters/{_seg(name)}/versions/{version}")
         return None if resp.status_code == 204 else _object(resp)
 

@@ -31,6 +31,7 @@ from gateway.models_api.api_router import router as models_router
 from gateway.models_api.serving import ModelsService
 from gateway.replicas import ReplicaSync, refresh_catalogue
 from gateway.route_sync import RoutesNotConfigured, prepare_routes
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from router.backend import Timeouts, VLLMBackend
@@ -115,8 +116,6 @@ def create_app(
             resolver=Resolver(RouteTable(), settings.base_model),  # prepare_routes fills it
             registry=reg,
         )
-        gw.extras["inference"] = InferenceService(gw)
-        gw.extras["models"] = ModelsService(gw)
         try:
             await asyncio.to_thread(prepare_routes, gw)
         except (RoutesNotConfigured, GatewayError) as exc:
@@ -127,7 +126,7 @@ def create_app(
                 reg.close()
             raise
         sync = ReplicaSync(gw)
-        gw.extras["replicas"] = sync
+        gw.replica = sync
         pool.coordinator = sync
         # A crash mid-upload, or a commit that failed while the database was down,
         # leaves directories behind; reclaim them before serving.
@@ -137,6 +136,7 @@ def create_app(
             log.exception("start-up store sweep failed")
         await sync.start()
         app.state.gw = gw
+        app.state.services = Services(inference=InferenceService(gw), models=ModelsService(gw))
         holder["gw"] = gw
         await pool.start()
         try:

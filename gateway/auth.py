@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
 
 from adapters.errors import AuthenticationError, PermissionDeniedError
+from gateway.context import RequestContext
 from gateway.settings import ApiKey, Scope, Settings, hash_key
 
 log = logging.getLogger("lora_gateway.auth")
@@ -66,7 +66,7 @@ class KeyRing:
 
 
 def authorize(
-    keyring: KeyRing, authorization: str | None, scope: Scope, ctx: dict[str, Any]
+    keyring: KeyRing, authorization: str | None, scope: Scope, ctx: RequestContext
 ) -> ApiKey:
     """The key behind ``authorization``, if it holds ``scope``; else 401 or 403.
 
@@ -74,6 +74,6 @@ def authorize(
     access log names the key that was refused.
     """
     key = keyring.authenticate(authorization)
-    ctx["key_id"] = key.id
+    ctx.key_id = key.id
     keyring.require(key, scope)
     return key

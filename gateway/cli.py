@@ -19,11 +19,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.admin_cli import adapters_app
 from gateway.canary_cli import canary_app, promote
 from gateway.routes_cli import routes_app
-from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, Settings, hash_key
+from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, ApiKey, Settings, hash_key
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -120,13 +121,29 @@ def keys_new(
     scope: Annotated[
         list[str] | None, typer.Option(help="inference, admin and/or metrics (/metrics only).")
     ] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(help="With --scope admin: a team admin (only its team's adapters, routes)."),
+    ] = None,
 ) -> None:
     """Make a random key; print it once, and its LORA_GATEWAY_API_KEYS entry."""
     import json
     import secrets
 
     key = "lgw-" + secrets.token_urlsafe(32)
-    entry = {"id": key_id, "key_hash": hash_key(key), "scopes": scope or ["inference"]}
+    entry: dict[str, Any] = {
+        "id": key_id,
+        "key_hash": hash_key(key),
+        "scopes": scope or ["inference"],
+    }
+    if team is not None:
+        entry["team"] = team
+    try:
+        ApiKey.model_validate(entry)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise fail(escape(f"invalid {where}: {first['msg']}")) from None
     typer.echo(f"key (shown once): {key}")
     typer.echo(json.dumps(entry))
 

@@ -11,6 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.errors import UnsupportedMediaTypeError
 from gateway.auth import authorize
+from gateway.context import RequestContext, context_of
+from gateway.inference.serving import InferenceService
+from gateway.models_api.serving import ModelsService
+from gateway.services import Services
 from gateway.settings import ApiKey
 from gateway.settings import Scope as AuthScope
 from gateway.state import GatewayState
@@ -30,10 +34,10 @@ async def get_gw(request: Request) -> GatewayState:
 Gw = Annotated[GatewayState, Depends(get_gw)]
 
 
-def _ctx(request: Request) -> dict[str, Any]:
-    ctx: dict[str, Any] | None = getattr(request.state, "ctx", None)
-    if ctx is None:
-        ctx = {}
+def _ctx(request: Request) -> RequestContext:
+    ctx = context_of(request.state)
+    if ctx is None:  # an app without the gateway middleware (some unit tests)
+        ctx = RequestContext()
         request.state.ctx = ctx
     return ctx
 
@@ -78,15 +82,21 @@ MultipartOnly = Annotated[None, Depends(require_multipart)]
 class InferenceCall:
     """What an inference endpoint needs, gathered by one dependency (fewer to solve)."""
 
-    __slots__ = ("ctx", "gw", "key", "request_type")
+    __slots__ = ("ctx", "gw", "key", "request_type", "service")
 
     def __init__(
-        self, gw: GatewayState, key: ApiKey, ctx: dict[str, Any], request_type: str | None
+        self,
+        gw: GatewayState,
+        key: ApiKey,
+        ctx: RequestContext,
+        request_type: str | None,
+        service: InferenceService,
     ) -> None:
         self.gw = gw
         self.key = key
         self.ctx = ctx
         self.request_type = request_type
+        self.service = service
 
 
 async def inference_call(
@@ -97,10 +107,19 @@ async def inference_call(
     gw: GatewayState = request.app.state.gw
     ctx = _ctx(request)
     key = authorize(gw.keyring, request.headers.get("authorization"), "inference", ctx)
-    return InferenceCall(gw, key, ctx, x_request_type)
+    services: Services = request.app.state.services
+    return InferenceCall(gw, key, ctx, x_request_type, services.inference)
 
 
 Inference = Annotated[InferenceCall, Depends(inference_call)]
+
+
+async def models_service(request: Request) -> ModelsService:
+    services: Services = request.app.state.services
+    return services.models
+
+
+Models = Annotated[ModelsService, Depends(models_service)]
 
 # The auth dependencies and the scope each one demands. The middleware reads a route's
 # dependency tree through ``required_scope`` to check the key before the body is read.

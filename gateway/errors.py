@@ -33,6 +33,7 @@ from adapters.errors import (
     UnsupportedMediaTypeError,
     UpstreamError,
 )
+from gateway.context import context_of
 
 __all__ = [
     "AdapterValidationError",
@@ -90,9 +91,9 @@ def _param(loc: Any) -> str | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONBytesResponse:
-        ctx = getattr(request.state, "ctx", None)
+        ctx = context_of(request.state)
         if ctx is not None:
-            ctx["error_type"] = exc.type
+            ctx.error_type = exc.type
         return JSONBytesResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -105,9 +106,9 @@ def install_error_handlers(app: FastAPI) -> None:
             param = None
         else:
             message = f"{param + ': ' if param else ''}{first.get('msg', 'invalid value')}"
-        ctx = getattr(request.state, "ctx", None)
+        ctx = context_of(request.state)
         if ctx is not None:
-            ctx["error_type"] = "invalid_request_error"
+            ctx.error_type = "invalid_request_error"
         return JSONBytesResponse(
             error_body(message, "invalid_request_error", "invalid_request", param), status_code=400
         )

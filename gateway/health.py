@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from adapters.errors import PermissionDeniedError
+from gateway.context import context_of
 from gateway.deps import Gw, _bearer
 from gateway.errors import JSONBytesResponse
 from gateway.inference.protocol import ErrorResponse, error_responses
@@ -96,7 +97,7 @@ async def ready(gw: Gw) -> Response:
         **error_responses(401, 403),
     },
     description="Open in demo mode or with LORA_GATEWAY_METRICS_AUTH=none; otherwise it "
-    "needs an API key with the `metrics` or `admin` scope.",
+    "needs an API key with the `metrics` scope, or the `admin` scope without a team.",
 )
 async def metrics(
     raw_request: Request,
@@ -105,10 +106,13 @@ async def metrics(
 ) -> Response:
     if gw.settings.metrics_key_required:
         key = gw.keyring.authenticate(raw_request.headers.get("authorization"))
-        ctx = getattr(raw_request.state, "ctx", None)
-        if isinstance(ctx, dict):
-            ctx["key_id"] = key.id
-        if not METRICS_SCOPES.intersection(key.scopes):
+        ctx = context_of(raw_request.state)
+        if ctx is not None:
+            ctx.key_id = key.id
+        # A team admin's admin scope does not reach /metrics: its series name every team's
+        # routes and adapters (a team admin that should scrape needs the metrics scope).
+        scopes = set(key.scopes) - ({"admin"} if key.team is not None else set())
+        if not METRICS_SCOPES.intersection(scopes):
             raise PermissionDeniedError(
                 "This API key lacks the 'metrics' scope needed for this endpoint.",
                 code="insufficient_scope",

@@ -31,6 +31,7 @@ from adapters.errors import (
     ServiceUnavailableError,
 )
 from gateway.auth import authorize
+from gateway.context import RequestContext
 from gateway.deps import required_scope
 from gateway.settings import Scope as AuthScope
 from gateway.settings import Settings
@@ -137,7 +138,7 @@ class GatewayMiddleware:
         headers = dict(scope["headers"])
         rid = _clean_request_id(headers.get(b"x-request-id"))
         rid_b = rid.encode()
-        ctx: dict[str, Any] = {"request_id": rid}
+        ctx = RequestContext(request_id=rid)
         scope.setdefault("state", {})["ctx"] = ctx
         t0 = time.perf_counter()
         status_box = [500]
@@ -149,7 +150,7 @@ class GatewayMiddleware:
             # The gateway's own answer, sent past the app (and past send_wrapper).
             started[0] = True
             status_box[0] = exc.status_code
-            ctx["error_type"] = exc.type
+            ctx.error_type = exc.type
             raw = orjson.dumps(exc.to_body())
             hdrs = [
                 (b"content-type", b"application/json"),
@@ -209,17 +210,17 @@ class GatewayMiddleware:
             if guard.refusal is not None and not started[0]:
                 await reply(guard.refusal)
         finally:
-            if not started[0] and "answered_by_guard" in ctx:
-                status_box[0] = ctx["answered_by_guard"]  # the shutdown guard's 503
+            if not started[0] and ctx.answered_by_guard is not None:
+                status_box[0] = ctx.answered_by_guard  # the shutdown guard's 503
             if is_inference:
                 m.in_flight.dec()
-                route = ctx.get("route_label", "none")
-                adapter = ctx.get("adapter_label", "none")
+                route = ctx.route_label
+                adapter = ctx.adapter_label
                 status = status_box[0]
                 m.requests.labels(route, adapter, str(status)).inc()
                 m.latency.labels(route, adapter).observe(time.perf_counter() - t0)
-                if status >= 400 or ctx.get("error_type"):
-                    m.errors.labels(route, adapter, ctx.get("error_type") or str(status)).inc()
+                if status >= 400 or ctx.error_type:
+                    m.errors.labels(route, adapter, ctx.error_type or str(status)).inc()
             self._log(gw, scope, ctx, status_box[0], t0)
 
     def _policy(self, scope: Scope) -> RoutePolicy:
@@ -251,7 +252,7 @@ class GatewayMiddleware:
         headers: dict[bytes, bytes],
         policy: RoutePolicy,
         limit: int,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
     ) -> GatewayError | None:
         """The refusal owed before any body byte is read (key, scope, declared size), if any."""
         if policy.auth_scope is not None:
@@ -275,31 +276,17 @@ class GatewayMiddleware:
         return None
 
     @staticmethod
-    def _log(gw: GatewayState, scope: Scope, ctx: dict[str, Any], status: int, t0: float) -> None:
+    def _log(gw: GatewayState, scope: Scope, ctx: RequestContext, status: int, t0: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        record = {
-            "request_id": ctx.get("request_id"),
+        record: dict[str, Any] = {
+            "request_id": ctx.request_id,
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
             "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
-        for k in (
-            "key_id",
-            "route",
-            "adapter",
-            "backend",
-            "cold",
-            "prompt_tokens",
-            "completion_tokens",
-            "ttft_ms",
-            "upstream_ms",
-            "error_type",
-            "schema_valid",
-        ):
-            if k in ctx:
-                record[k] = ctx[k]
+        record.update(ctx.log_fields())
         access_log.info(orjson.dumps(record).decode())
 
 

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,18 +42,18 @@ _CLEAR_CHECKS_PER_TICK = 4  # how often a waiting unload re-reads the heartbeats
 def refresh_catalogue(gw: GatewayState) -> bool:
     """Load a catalogue snapshot and install it unless a newer one is in place (thread-safe).
 
-    Returns True if it was installed. ``gw.extras["generation"]`` is always the
+    Returns True if it was installed. ``gw.installed.generation`` is always the
     generation of the installed snapshot.
     """
     snap = gw.registry.snapshot()
-    with gw.extras.setdefault("snapshot_lock", threading.Lock()):
-        if snap.generation < gw.extras.get("generation", -1):
+    with gw.installed.snapshot_lock:
+        if snap.generation < gw.installed.generation:
             return False
         gw.resolver.snapshot = snap
         gw.metrics.set_known(
             routes=gw.resolver.table.routes, adapters=[v.id for v in snap.all_versions()]
         )
-        gw.extras["generation"] = snap.generation
+        gw.installed.generation = snap.generation
     return True
 
 
@@ -115,7 +114,7 @@ class ReplicaSync:
 
     async def tick(self) -> None:
         gen = await asyncio.to_thread(self.registry.generation)
-        if gen > self.gw.extras.get("generation", -1):
+        if gen > self.gw.installed.generation:
             await asyncio.to_thread(refresh_catalogue, self.gw)
         await self.sync_drains()
         await self.heartbeat()

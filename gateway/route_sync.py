@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any
 
 from adapters.errors import GatewayError
@@ -47,29 +46,29 @@ def refresh_routes(gw: GatewayState) -> bool:
     """Read the catalogue's routes and install them unless a newer table is in place
     (thread-safe). Returns True if installed."""
     generation, table = read_table(gw.registry)
-    with gw.extras.setdefault("routes_lock", threading.Lock()):
-        if generation < gw.extras.get("routes_generation", -1):
+    with gw.installed.routes_lock:
+        if generation < gw.installed.routes_generation:
             return False
         # One assignment: requests in flight keep the table object they already read.
         gw.resolver.table = table
         gw.metrics.set_known(
             routes=table.routes, adapters=[v.id for v in gw.resolver.snapshot.all_versions()]
         )
-        gw.extras["routes_generation"] = generation
+        gw.installed.routes_generation = generation
     return True
 
 
 async def sync_routes(gw: GatewayState) -> None:
     """The poller's step: swap in the catalogue's routes if their counter moved."""
     generation: int = await asyncio.to_thread(gw.registry.routes.generation)
-    if generation <= gw.extras.get("routes_generation", -1):
+    if generation <= gw.installed.routes_generation:
         return
-    if generation == gw.extras.get("routes_refused"):
+    if generation == gw.installed.routes_refused:
         return  # said once already; a later change may mend it
     try:
         await asyncio.to_thread(refresh_routes, gw)
     except GatewayError as exc:
-        gw.extras["routes_refused"] = generation
+        gw.installed.routes_refused = generation
         log.error(
             "routes at catalogue routes version %d refused, kept the table in use: %s",
             generation,

@@ -22,6 +22,8 @@ DEMO_INFERENCE_KEY = "demo-inference-key"
 DEMO_ADMIN_KEY = "demo-admin-key"
 # "metrics" alone lets a scraper read /metrics and nothing else; "admin" includes it.
 Scope = Literal["inference", "admin", "metrics"]
+# A team's name (adapters.ownership.TEAM_PATTERN; kept here so settings import no database).
+TEAM_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 # The fixed parts of the shutdown budget, in seconds (see ShutdownBudget).
 SHUTDOWN_ABORT_S = 2.0
@@ -58,7 +60,7 @@ class ShutdownBudget:
 
 
 class ApiKey(BaseModel):
-    """One API key: its id (safe to log), its sha256 hash, scopes and allow-list."""
+    """One API key: its id (safe to log), its sha256 hash, scopes, allow-list and team."""
 
     id: str = Field(description="A name for the key that is safe to log and to label metrics.")
     key_hash: str = Field(
@@ -72,6 +74,12 @@ class ApiKey(BaseModel):
     rpm: int | None = Field(default=None, description="Requests per minute; None: the default.")
     tpm: int | None = Field(default=None, description="Tokens per minute; None: the default.")
     max_in_flight: int | None = Field(default=None, description="Concurrent requests for this key.")
+    team: str | None = Field(
+        default=None,
+        pattern=TEAM_PATTERN,
+        description="With the admin scope: a team admin, who sees and changes only its team's "
+        "adapters and routes. None: a platform admin (everything).",
+    )
 
     @field_validator("key_hash")
     @classmethod

@@ -30,6 +30,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import ServiceUnavailableError
+from gateway.context import context_of
 from gateway.settings import Settings
 
 log = logging.getLogger("lora_gateway.shutdown")
@@ -120,9 +121,9 @@ class ShutdownGuard:
                 (b"content-length", str(len(raw)).encode()),
                 (b"connection", b"close"),
             ]
-            ctx = call.scope.get("state", {}).get("ctx")
-            if isinstance(ctx, dict) and "request_id" in ctx:
-                headers.append((b"x-request-id", str(ctx["request_id"]).encode()))
+            ctx = context_of(call.scope.get("state", {}))
+            if ctx is not None and ctx.request_id:
+                headers.append((b"x-request-id", ctx.request_id.encode()))
             headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": raw})
@@ -147,10 +148,10 @@ class ShutdownGuard:
         for call in calls:
             call.aborted = True
             # The middleware's access log and error counter, read as the call unwinds.
-            ctx = call.scope.get("state", {}).get("ctx")
-            if isinstance(ctx, dict):
-                ctx["error_type"] = ServiceUnavailableError.type
-                ctx["answered_by_guard"] = 503  # unless the response had started
+            ctx = context_of(call.scope.get("state", {}))
+            if ctx is not None:
+                ctx.error_type = ServiceUnavailableError.type
+                ctx.answered_by_guard = 503  # unless the response had started
             if call.cancel is not None:
                 call.cancel.cancel()
         await self.wait_idle(within)

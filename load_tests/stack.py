@@ -2,9 +2,9 @@
 
 Two upstreams:
 
-- ``vllm``: the real engine on the CPU (``router.engine_launcher``) serving the demo base
+- ``vllm``: the real engine on the CPU (``engine.launcher``) serving the demo base
   model with LoRA enabled and ``max_loras=4``;
-- ``fake``: the fast fake engine (``python -m router.fake_engine``), to measure what the
+- ``fake``: the fast fake engine (``python -m engine.fake``), to measure what the
   gateway itself costs.
 
 The gateway runs as ``lora-gateway serve --demo`` in its own process, configured only
@@ -216,7 +216,7 @@ def gateway_process(env: Mapping[str, str], log: Path) -> ManagedProcess:
 
 
 def fake_upstream_process(port: int, log: Path) -> ManagedProcess:
-    argv = [sys.executable, "-m", "router.fake_engine", "--port", str(port)]
+    argv = [sys.executable, "-m", "engine.fake", "--port", str(port)]
     return ManagedProcess("fake engine", argv, env=dict(os.environ), log=log)
 
 
@@ -273,7 +273,7 @@ def bench_stack(spec: StackSpec, *, work_dir: Path, say: Say | None = None) -> I
     stoppers: list[Callable[[], None]] = []
     try:
         if spec.upstream == "vllm":
-            from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+            from engine.launcher import EngineConfig, EngineLaunchError, EngineProcess
 
             engine = EngineProcess(
                 EngineConfig(

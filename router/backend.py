@@ -3,7 +3,7 @@
 The interface is deliberately small (chat, completion, stream, load adapter, unload
 adapter, list models, health). The real implementation uses aiohttp, which measured
 about 2 ms faster per call than httpx on this path (see BENCHMARKS.md). Tests run the
-same client against ``router.fake_engine`` (a deterministic ASGI fake of vLLM's wire
+same client against ``engine.fake`` (a deterministic ASGI fake of vLLM's wire
 format) served on a loopback port, so the real client code is what is tested.
 
 Errors a caller can act on:

@@ -195,6 +195,14 @@ def eval_command(
         ),
     ] = None,
     admin_key: AdminKey = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Attach the report to this version (name@N or name@alias; repeatable), or "
+            "'arms': to each arm naming a model; promotion then compares on it.",
+            rich_help_panel="Through a gateway",
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Requests in flight.", rich_help_panel="Through a gateway")
     ] = 8,
@@ -214,6 +222,8 @@ def eval_command(
             raise ConfigError(
                 f"unknown task {task!r}; known: {', '.join(METRIC_TASKS)}", field="--task"
             )
+        if attach and gateway is None:
+            raise ConfigError("attaching goes through a gateway: give --gateway", field="--attach")
         if gateway is not None:
             if base or adapter or judge_url or judge_model or rubric:
                 raise ConfigError(
@@ -221,7 +231,9 @@ def eval_command(
                     "options belong to the transformers mode",
                     field="--gateway",
                 )
-            return _eval_served(
+            from training.serve_attach import eval_served
+
+            return eval_served(
                 gateway,
                 request_type,
                 dataset,
@@ -229,11 +241,14 @@ def eval_command(
                 task=task,
                 limit=limit,
                 arms=arms,
+                attach=attach or (),
                 api_key=api_key,
                 admin_key=admin_key,
                 concurrency=concurrency,
                 timeout=timeout,
                 quiet=quiet,
+                console=console,
+                out=out,
             )
         if base is None or adapter is None:
             raise ConfigError(
@@ -283,50 +298,6 @@ def eval_command(
     from training.evaluate import markdown_table
 
     out.print(markdown_table(report))
-    console.print(f"wrote {where / 'eval.json'}")
-
-
-def _eval_served(
-    gateway: str,
-    request_type: str | None,
-    dataset: Path,
-    *,
-    out_dir: Path | None,
-    task: str | None,
-    limit: int | None,
-    arms: str,
-    api_key: str | None,
-    admin_key: str | None,
-    concurrency: int,
-    timeout: float,
-    quiet: bool,
-) -> None:
-    """``eval --gateway``: see :mod:`training.serve_eval`. Raises TrainingError."""
-    if not request_type:
-        raise ConfigError("--gateway needs the request type to score", field="--request-type")
-    if not admin_key:
-        raise ConfigError(
-            "reading the route needs the admin key (or LORA_GATEWAY_ADMIN_KEY)", field="--admin-key"
-        )
-    from training.serve_eval import evaluate_served
-    from training.serve_report import markdown_table
-
-    report, where = evaluate_served(
-        gateway,
-        request_type,
-        dataset,
-        out_dir=out_dir,
-        limit=limit,
-        arms=[a.strip() for a in arms.split(",") if a.strip()],
-        api_key=api_key or admin_key,
-        admin_key=admin_key,
-        task=task,
-        concurrency=concurrency,
-        request_timeout=timeout,
-        console=console,
-        show_progress=not quiet,
-    )
-    out.print(markdown_table(report), soft_wrap=True, markup=False, highlight=False)
     console.print(f"wrote {where / 'eval.json'}")
 
 

@@ -1,4 +1,7 @@
-"""HTTP glue for the adapter registry (admin scope)."""
+"""HTTP glue for the adapter registry (admin scope).
+
+A team admin's key (one with a ``team``) sees and changes only its team's adapters: any
+other name answers as a name that does not exist (:mod:`adapters.ownership`)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
 from gateway.admin.serving import AdminService
+from gateway.admin.teams import actor_of
 from gateway.deps import AdminKey, Gw, MultipartOnly
 from gateway.inference.protocol import error_responses
+from gateway.settings import TEAM_PATTERN
 
 router = APIRouter(tags=["adapters"])
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -33,6 +38,7 @@ class AdapterVersionOut(BaseModel):
     base_model: str
     created_at: str
     status: str
+    team: str | None = Field(default=None, description="The team that owns the name.")
 
 
 class AdapterOut(BaseModel):
@@ -45,6 +51,9 @@ class AdapterOut(BaseModel):
     versions: list[dict[str, Any]]
     aliases: dict[str, dict[str, Any]]
     alias_history: list[dict[str, Any]]
+    team: str | None = Field(
+        default=None, description="The team that owns it (None: the platform's)."
+    )
 
 
 class AdapterList(BaseModel):
@@ -78,7 +87,7 @@ class PlacementOut(BaseModel):
             "model": AdapterVersionOut,
             "description": "Identical content was registered before: that version",
         },
-        **error_responses(400, 401, 403, 409, 413, 415),
+        **error_responses(400, 401, 403, 404, 409, 413, 415),
     },
     summary="Upload an adapter (multipart): validated, stored by digest, versioned",
 )
@@ -104,7 +113,18 @@ async def upload_adapter(
     alias: Annotated[
         str | None, Form(description="Point this alias at the new version", pattern=ALIAS_PATTERN)
     ] = None,
+    team: Annotated[
+        str | None,
+        Form(
+            description="The team a new name belongs to (platform admins; a team admin's "
+            "uploads are its team's). On an existing name, moves it to that team.",
+            pattern=TEAM_PATTERN,
+        ),
+    ] = None,
 ) -> Response:
+    """A team admin may upload only under a new name or one of its team's (else 404
+    ``adapter_not_found``); the name becomes its team's. A platform admin may name any
+    ``team``, or leave a new name the platform's."""
     service = AdminService(gw)
     body, created = await service.upload(
         name=name,
@@ -116,13 +136,15 @@ async def upload_adapter(
         eval_report=eval,
         alias=alias,
         uploaded_by=key.id,
+        actor=actor_of(key),
+        team=team,
     )
     return JSONResponse(body, status_code=201 if created else 200)
 
 
 @router.get("/v1/adapters", response_model=AdapterList, responses=error_responses(401, 403))
 async def list_adapters(gw: Gw, key: AdminKey) -> AdapterList:
-    items = await AdminService(gw).list_adapters()
+    items = await AdminService(gw).list_adapters(actor_of(key))
     return AdapterList(data=[AdapterOut(**i) for i in items])
 
 
@@ -130,7 +152,7 @@ async def list_adapters(gw: Gw, key: AdminKey) -> AdapterList:
     "/v1/adapters/{name}", response_model=AdapterOut, responses=error_responses(401, 403, 404)
 )
 async def get_adapter(name: NamePath, gw: Gw, key: AdminKey) -> AdapterOut:
-    return AdapterOut(**await AdminService(gw).get_adapter(name))
+    return AdapterOut(**await AdminService(gw).get_adapter(name, actor_of(key)))
 
 
 @router.put(
@@ -142,7 +164,8 @@ async def set_alias(
     name: NamePath, alias: AliasPath, request: AliasIn, gw: Gw, key: AdminKey
 ) -> AliasOut:
     """Point an alias at a version (promote); what it points at is pre-warmed."""
-    return AliasOut(**await AdminService(gw).set_alias(name, alias, request.version, key.id))
+    service = AdminService(gw)
+    return AliasOut(**await service.set_alias(name, alias, request.version, key.id, actor_of(key)))
 
 
 @router.post(
@@ -152,7 +175,7 @@ async def set_alias(
 )
 async def rollback_alias(name: NamePath, alias: AliasPath, gw: Gw, key: AdminKey) -> AliasOut:
     """Move an alias back to its previous target."""
-    return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id))
+    return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id, actor_of(key)))
 
 
 class DeletionOut(BaseModel):
@@ -179,7 +202,7 @@ async def delete_version(
     first: 204 once it is gone, or 202 if they outlast ``drain_timeout`` (the delete
     then completes when the last one ends).
     """
-    if await AdminService(gw).delete_version(name, version):
+    if await AdminService(gw).delete_version(name, version, actor_of(key)):
         return Response(status_code=204)
     body = DeletionOut(id=f"{name}@{version}", status="retiring")
     return JSONResponse(body.model_dump(), status_code=202)
@@ -195,7 +218,7 @@ async def load_adapter(
     backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
 ) -> PlacementOut:
     """Pre-warm (pin) a version on one or all backends. ``ref``: name, name@N, name@alias."""
-    return PlacementOut(**await AdminService(gw).load(ref, backend))
+    return PlacementOut(**await AdminService(gw).load(ref, backend, actor_of(key)))
 
 
 @router.post(
@@ -214,4 +237,4 @@ async def unload_adapter(
     Waits until no replica has requests in flight on it there; 409 ``adapter_in_use``
     if some still run after ``drain_timeout``.
     """
-    return PlacementOut(**await AdminService(gw).unload(ref, backend))
+    return PlacementOut(**await AdminService(gw).unload(ref, backend, actor_of(key)))

@@ -91,15 +91,19 @@ def arm_numbers(gw: GatewayState, route: str, adapter: str | None) -> dict[str, 
     }
 
 
+def unknown_request_type(request_type: str) -> NotFoundError:
+    return NotFoundError(
+        f"The request type '{request_type}' does not exist.",
+        code="route_not_found",
+        param="request_type",
+    )
+
+
 def canary_status(gw: GatewayState, request_type: str) -> dict[str, Any]:
     """The arms of ``request_type`` with their numbers; 404 ``route_not_found``."""
     route = gw.resolver.table.routes.get(request_type)  # one read of the current table
     if route is None:
-        raise NotFoundError(
-            f"The request type '{request_type}' does not exist.",
-            code="route_not_found",
-            param="request_type",
-        )
+        raise unknown_request_type(request_type)
     weights = route.split or {route.adapter or "base": 100}
     arms = []
     for ref, weight in weights.items():

@@ -16,10 +16,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters import ownership
 from adapters.errors import GatewayError
 from adapters.promotion import MAX_REASON
+from gateway.admin import teams
 from gateway.admin.adapters_router import ALIAS_PATTERN, MAX_VERSION, NamePath
-from gateway.admin.canary import canary_status
+from gateway.admin.canary import canary_status, unknown_request_type
 from gateway.admin.serving import AdminService
 from gateway.deps import AdminKey, Gw
 from gateway.inference.protocol import error_responses
@@ -145,7 +147,10 @@ async def promote_adapter(
     (default ``canary``) points at. Allowed when both versions' eval reports score the
     same metric on the same test set and the candidate's 95% upper bound reaches the
     current version's score; else 409 (``candidate_worse``, ``eval_missing``,
-    ``eval_incomparable``, ``eval_unusable``) unless ``force`` with a ``reason``."""
+    ``eval_incomparable``, ``eval_unusable``) unless ``force`` with a ``reason``. A team
+    admin may promote only its team's adapters (else 404, as for an unknown name)."""
+    missing = ownership.adapter_not_found(name)
+    await teams.require_adapter(gw, teams.actor_of(key), name, missing)
     done = await asyncio.to_thread(
         gw.registry.promote,
         name,
@@ -179,6 +184,8 @@ async def _prewarm(service: AdminService, ref: str) -> None:
 async def get_canary_status(request_type: RequestTypePath, gw: Gw, key: AdminKey) -> CanaryStatus:
     """Per arm of the route's split: the version it resolves to, requests, error and
     schema-invalid rates, latency p50/p95 (from the histogram buckets), as this replica
-    counted them since it started."""
+    counted them since it started. A team admin sees only its team's routes."""
+    missing = unknown_request_type(request_type)
+    await teams.require_route(gw, teams.actor_of(key), request_type, missing)
     data: dict[str, Any] = canary_status(gw, request_type)
     return CanaryStatus.model_validate(data)

@@ -44,6 +44,9 @@ class RouteInfo(BaseModel):
     updated_by: str | None = Field(default=None, description="The key id that made it.")
     updated_at: str | None = Field(default=None, description="When (ISO 8601, UTC).")
     comment: str | None = None
+    team: str | None = Field(
+        default=None, description="The team that owns the route (None: the platform's)."
+    )
 
 
 class RouteTableInfo(BaseModel):

@@ -1,4 +1,7 @@
-"""HTTP glue for the route table in the catalogue (admin scope)."""
+"""HTTP glue for the route table in the catalogue (admin scope).
+
+A team admin's key (one with a ``team``) sees and changes only its team's routes: any
+other request type answers as one that does not exist (:mod:`adapters.ownership`)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ from gateway.admin.routes_protocol import (
     route_body_openapi,
 )
 from gateway.admin.routes_serving import RouteService
+from gateway.admin.teams import actor_of
 from gateway.deps import AdminKey, Gw
 from gateway.inference.protocol import error_responses
+from gateway.settings import TEAM_PATTERN
 
 router = APIRouter(tags=["routes"])
 RequestTypePath = Annotated[
@@ -26,6 +31,14 @@ RequestTypePath = Annotated[
 ]
 CommentQuery = Annotated[
     str | None, Query(max_length=MAX_COMMENT, description="Why; kept in the route's history.")
+]
+TeamQuery = Annotated[
+    str | None,
+    Query(
+        pattern=TEAM_PATTERN,
+        description="The team the route belongs to (platform admins; a team admin's routes "
+        "are its team's). None: a new route is the platform's, an existing one keeps its team.",
+    ),
 ]
 
 
@@ -36,7 +49,8 @@ CommentQuery = Annotated[
     summary="Every route in the catalogue and what each resolves to now",
 )
 async def list_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
-    return RouteTableInfo(routes=[RouteInfo(**r) for r in await RouteService(gw).list_routes()])
+    routes = await RouteService(gw).list_routes(actor_of(key))
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in routes])
 
 
 @router.post(
@@ -50,7 +64,8 @@ async def reload_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
     does it now. A stored route that no longer validates is refused and the old table kept.
     (Routes files are read only to seed an empty catalogue: use ``PUT`` or
     ``lora-gateway routes import FILE``.)"""
-    return RouteTableInfo(routes=[RouteInfo(**r) for r in await RouteService(gw).reload()])
+    routes = await RouteService(gw).reload(actor_of(key))
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in routes])
 
 
 @router.get(
@@ -60,7 +75,7 @@ async def reload_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
     summary="One route",
 )
 async def get_route(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteInfo:
-    return RouteInfo(**await RouteService(gw).get_route(request_type))
+    return RouteInfo(**await RouteService(gw).get_route(request_type, actor_of(key)))
 
 
 @router.put(
@@ -76,13 +91,18 @@ async def put_route(
     request_type: RequestTypePath,
     raw_request: Request,
     comment: CommentQuery = None,
+    team: TeamQuery = None,
 ) -> RouteInfo:
     """The body is the whole route. Refused with 400 ``invalid_route`` (the field and the
     reason: a schema that is not a JSON Schema, bad working fields, a split that does not
     sum to 100, ...) or 404 ``adapter_not_found`` (an adapter reference that does not
-    resolve). A route equal to the current one makes no new version."""
+    resolve). A route equal to the current one makes no new version. A team admin's route
+    may name only its team's adapters (or ``base``; another's is 404 ``adapter_not_found``)
+    and only a request type that is new or its team's (else 404 ``route_not_found``)."""
     body = await raw_request.body()
-    info = await RouteService(gw).put_route(request_type, body, comment=comment, by=key.id)
+    info = await RouteService(gw).put_route(
+        request_type, body, comment=comment, by=key.id, actor=actor_of(key), team=team
+    )
     return RouteInfo(**info)
 
 
@@ -95,7 +115,9 @@ async def put_route(
 async def delete_route(
     gw: Gw, key: AdminKey, request_type: RequestTypePath, comment: CommentQuery = None
 ) -> RouteVersionOut:
-    out = await RouteService(gw).delete_route(request_type, comment=comment, by=key.id)
+    out = await RouteService(gw).delete_route(
+        request_type, comment=comment, by=key.id, actor=actor_of(key)
+    )
     return RouteVersionOut(**out)
 
 
@@ -106,7 +128,7 @@ async def delete_route(
     summary="Every version of a route, oldest first",
 )
 async def route_history(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteHistoryOut:
-    return RouteHistoryOut(**await RouteService(gw).history(request_type))
+    return RouteHistoryOut(**await RouteService(gw).history(request_type, actor_of(key)))
 
 
 @router.post(
@@ -127,6 +149,6 @@ async def rollback_route(
     ``adapter_not_found`` if the route names an adapter that is no longer registered."""
     body = request or RollbackIn()
     info = await RouteService(gw).rollback(
-        request_type, version=body.version, comment=body.comment, by=key.id
+        request_type, version=body.version, comment=body.comment, by=key.id, actor=actor_of(key)
     )
     return RouteInfo(**info)

@@ -7,6 +7,11 @@ JSON Schema, working fields are required properties of it, a split sums to 100),
 every adapter it names must resolve in the registry now. After a change this replica
 installs the new table at once; the others within ``catalogue_poll_interval``
 (:mod:`gateway.route_sync`). Catalogue calls are synchronous and run in a worker thread.
+
+Teams (:mod:`adapters.ownership`): a team admin sees and changes only its team's routes
+(any other answers 404 ``route_not_found``, as an unknown one does), a route it creates
+is its team's, and a route it writes may name only its team's adapters (or ``base``):
+another's is 404 ``adapter_not_found``, as an unregistered one is.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from typing import Any
 
 import orjson
 
+from adapters import ownership
 from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
+from adapters.ownership import Actor, Claim
 from adapters.route_store import ACTION_ROLLBACK, RouteVersion
+from gateway.admin import teams
 from gateway.route_sync import refresh_routes
 from gateway.state import GatewayState
 from router.resolver import Resolver
@@ -38,14 +46,30 @@ class RouteService:
         return self.gw.registry.routes
 
     # --- reading ---------------------------------------------------------------------------
-    async def list_routes(self) -> list[dict[str, Any]]:
+    async def list_routes(self, actor: Actor | None = None) -> list[dict[str, Any]]:
+        """Every route ``actor`` may see (a team admin: its team's), with its team."""
+        actor = actor or Actor("platform")
         snap = await asyncio.to_thread(self.store.snapshot)
-        return [self.info(v) for v in snap.routes.values()]
+        owned = await asyncio.to_thread(teams.owners(self.gw).route_teams)
+        return [
+            self.info(v, owned.get(name))
+            for name, v in snap.routes.items()
+            if actor.sees(owned.get(name))
+        ]
 
-    async def get_route(self, name: str) -> dict[str, Any]:
-        return self.info(await asyncio.to_thread(self.store.get, name))
+    async def _require(self, name: str, actor: Actor | None) -> None:
+        if actor is not None:
+            await teams.require_route(self.gw, actor, name, ownership.route_not_found(name))
 
-    async def history(self, name: str) -> dict[str, Any]:
+    async def _team(self, name: str) -> str | None:
+        return await asyncio.to_thread(teams.owners(self.gw).route_team, name)
+
+    async def get_route(self, name: str, actor: Actor | None = None) -> dict[str, Any]:
+        await self._require(name, actor)
+        return self.info(await asyncio.to_thread(self.store.get, name), await self._team(name))
+
+    async def history(self, name: str, actor: Actor | None = None) -> dict[str, Any]:
+        await self._require(name, actor)
         current, versions = await asyncio.to_thread(self.store.history, name)
         return {
             "request_type": name,
@@ -53,7 +77,7 @@ class RouteService:
             "versions": [v.to_dict() for v in versions],
         }
 
-    def info(self, v: RouteVersion) -> dict[str, Any]:
+    def info(self, v: RouteVersion, team: str | None = None) -> dict[str, Any]:
         """A stored route as ``RouteInfo`` describes it, with what it resolves to now."""
         route = Route.from_document(v.document or {}, where=f"routes.{v.request_type}")
         probe = Resolver(
@@ -82,13 +106,26 @@ class RouteService:
             "updated_by": v.changed_by,
             "updated_at": v.changed_at,
             "comment": v.comment,
+            "team": team,
         }
 
     # --- changing --------------------------------------------------------------------------
     async def put_route(
-        self, name: str, body: bytes, *, comment: str | None, by: str
+        self,
+        name: str,
+        body: bytes,
+        *,
+        comment: str | None,
+        by: str,
+        actor: Actor | None = None,
+        team: str | None = None,
     ) -> dict[str, Any]:
-        """Validate ``body`` as the whole route of ``name`` and store it as a new version."""
+        """Validate ``body`` as the whole route of ``name`` and store it as a new version.
+
+        ``team`` (platform admins) gives the route to a team; a team admin's route is its
+        team's, and another team's name is 404 ``route_not_found``."""
+        actor = actor or Actor(by)
+        claim = Claim(actor, ownership.requested_team(actor, team))
         self._check_name(name)
         try:
             data = orjson.loads(body)
@@ -97,16 +134,19 @@ class RouteService:
                 "The request body is not valid JSON.", code="invalid_json"
             ) from None
         route = Route.from_document(data)
-        await self._check_references(route)
+        await self._check_references(route, actor)
         version, created = await asyncio.to_thread(
-            self.store.put, name, route.document(), changed_by=by, comment=comment
+            self.store.put, name, route.document(), changed_by=by, comment=comment, claim=claim
         )
         if created:
             log.info("route %s is now version %d (by %s)", name, version.version, by)
         await self._install()
-        return self.info(version)
+        return self.info(version, await self._team(name))
 
-    async def delete_route(self, name: str, *, comment: str | None, by: str) -> dict[str, Any]:
+    async def delete_route(
+        self, name: str, *, comment: str | None, by: str, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        await self._require(name, actor)
         version: RouteVersion = await asyncio.to_thread(
             self.store.delete, name, changed_by=by, comment=comment
         )
@@ -115,14 +155,21 @@ class RouteService:
         return version.to_dict()
 
     async def rollback(
-        self, name: str, *, version: int | None, comment: str | None, by: str
+        self,
+        name: str,
+        *,
+        version: int | None,
+        comment: str | None,
+        by: str,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """Make an earlier version's route current again, as a new version (validated now:
-        the adapters it names must still be registered)."""
+        the adapters it names must still be registered, and be the team's)."""
+        await self._require(name, actor)
         latest, target = await asyncio.to_thread(self.store.rollback_target, name, version)
         assert target.document is not None
         route = Route.from_document(target.document)
-        await self._check_references(route)
+        await self._check_references(route, actor)
         restored, _ = await asyncio.to_thread(
             self.store.put,
             name,
@@ -132,16 +179,17 @@ class RouteService:
             action=ACTION_ROLLBACK,
             source_version=target.version,
             expect_latest=latest,
+            claim=Claim(actor or Actor(by)),
         )
         await self._install()
-        return self.info(restored)
+        return self.info(restored, await self._team(name))
 
-    async def reload(self) -> list[dict[str, Any]]:
+    async def reload(self, actor: Actor | None = None) -> list[dict[str, Any]]:
         """Re-read the routes from the catalogue now (the poller does it on every change);
         a stored route that no longer validates is refused and the table in use kept."""
         await asyncio.to_thread(refresh_routes, self.gw)
         log.info("route table reloaded: %d request types", len(self.gw.resolver.table.routes))
-        return await self.list_routes()
+        return await self.list_routes(actor)
 
     async def referenced_versions(self) -> set[str]:
         """Every ``name@N`` a route names, in the catalogue now or in this replica's table."""
@@ -162,21 +210,25 @@ class RouteService:
                 param="request_type",
             )
 
-    async def _check_references(self, route: Route) -> None:
+    async def _check_references(self, route: Route, actor: Actor | None = None) -> None:
         snap = await asyncio.to_thread(self.gw.registry.snapshot)
+        actor = actor or Actor("platform")
+        owned: dict[str, str] = {}
+        if actor.team is not None:
+            owned = await asyncio.to_thread(teams.owners(self.gw).adapter_teams)
         for ref in route.references():
             if ref == "base":
                 continue
-            try:
-                snap.resolve(ref)
-            except NotFoundError:
+            version = snap.find(ref)
+            # Another team's adapter is named exactly as an unregistered one is.
+            if version is None or not actor.sees(owned.get(version.name)):
                 where = "adapter" if route.adapter is not None else f"split.{ref}"
                 raise NotFoundError(
                     f"{where}: the adapter '{ref}' is not registered (upload it, or set the "
                     "alias, before pointing a route at it).",
                     code="adapter_not_found",
                     param=where,
-                ) from None
+                )
 
     async def _install(self) -> None:
         try:

@@ -9,6 +9,10 @@ Unload and delete never cut a request on any replica: both wait (up to
 ``drain_timeout``) until no replica has the version in flight (``gateway.replicas``
 and ``adapters.leases`` say how). An unload still busy then is refused (409
 ``adapter_in_use``); a delete answers 202 and finishes when the last use ends.
+
+Each operation takes the acting key as an :class:`~adapters.ownership.Actor`: a team
+admin's request on a name that is not its team's gets the operation's own "not found"
+(:mod:`gateway.admin.teams`); none (or a platform admin) may touch everything.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from adapters import ownership
 from adapters.errors import GatewayError, InvalidRequestError, NotFoundError
+from adapters.ownership import Actor, Claim
 from adapters.upload import spool_name
+from gateway.admin import teams
 from gateway.admin.routes_serving import RouteService
-from gateway.replicas import ReplicaSync, refresh_catalogue
+from gateway.replicas import refresh_catalogue
 from gateway.state import GatewayState
 from router.backend import EngineError
 
@@ -64,7 +71,15 @@ class AdminService:
         eval_report: str | None,
         alias: str | None,
         uploaded_by: str,
+        actor: Actor | None = None,
+        team: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
+        actor = actor or Actor(uploaded_by)
+        claim = Claim(actor, ownership.requested_team(actor, team))
+        if actor.team is not None and await asyncio.to_thread(
+            teams.owners(self.gw).adapter_taken, actor, name
+        ):
+            raise ownership.adapter_name_taken(name, actor.team)
         meta = {
             "name": name,
             "description": description,
@@ -72,6 +87,7 @@ class AdminService:
             "eval_report": _json_field(eval_report, "eval"),
             "alias": alias or None,
             "uploaded_by": uploaded_by,
+            "claim": claim,
         }
         if meta["labels"] is not None and not isinstance(meta["labels"], dict):
             raise InvalidRequestError(
@@ -110,7 +126,9 @@ class AdminService:
         await self.refresh()
         if alias:
             await self._prewarm(name, alias)
-        return version.to_public(), created
+        body = version.to_public()
+        body["team"] = await asyncio.to_thread(teams.owners(self.gw).adapter_team, name)
+        return body, created
 
     def _spool_and_ingest(
         self, parts: list[tuple[BinaryIO, str]], ingest: Any, meta: dict[str, Any]
@@ -128,17 +146,27 @@ class AdminService:
                 return ingest(paths[0], filename=parts[0][1], **meta)
             return ingest(paths[0], paths[1], **meta)
 
-    async def list_adapters(self) -> list[dict[str, Any]]:
+    async def list_adapters(self, actor: Actor | None = None) -> list[dict[str, Any]]:
+        """Every adapter ``actor`` may see (a team admin: its team's), with its team."""
+        actor = actor or Actor("platform")
         records = await asyncio.to_thread(self.gw.registry.list_adapters)
-        return [self._with_placement(r.to_dict()) for r in records]
+        owned = await asyncio.to_thread(teams.owners(self.gw).adapter_teams)
+        return [
+            self._with_placement({**r.to_dict(), "team": owned.get(r.name)})
+            for r in records
+            if actor.sees(owned.get(r.name))
+        ]
 
-    async def get_adapter(self, name: str) -> dict[str, Any]:
+    async def get_adapter(self, name: str, actor: Actor | None = None) -> dict[str, Any]:
+        if actor is not None:
+            await teams.require_adapter(self.gw, actor, name, ownership.adapter_not_found(name))
         record = await asyncio.to_thread(self.gw.registry.get_adapter, name)
-        return self._with_placement(record.to_dict())
+        team = await asyncio.to_thread(teams.owners(self.gw).adapter_team, name)
+        return self._with_placement({**record.to_dict(), "team": team})
 
     def _with_placement(self, data: dict[str, Any]) -> dict[str, Any]:
         pool = self.gw.pool
-        failures = self.gw.extras.setdefault("load_failures", {})
+        failures = self.gw.load_failures
         for v in data.get("versions", []):
             states = {}
             for bname, st in pool.states.items():
@@ -160,7 +188,12 @@ class AdminService:
             v["backends"] = states
         return data
 
-    async def set_alias(self, name: str, alias: str, version: int, by: str) -> dict[str, Any]:
+    async def set_alias(
+        self, name: str, alias: str, version: int, by: str, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        if actor is not None:
+            missing = ownership.version_not_found(name, version)
+            await teams.require_adapter(self.gw, actor, name, missing)
         rec = await asyncio.to_thread(
             self.gw.registry.set_alias, name, alias, version, changed_by=by
         )
@@ -168,20 +201,29 @@ class AdminService:
         await self._prewarm(name, alias)
         return dict(rec.to_dict())
 
-    async def rollback_alias(self, name: str, alias: str, by: str) -> dict[str, Any]:
+    async def rollback_alias(
+        self, name: str, alias: str, by: str, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        if actor is not None:
+            missing = ownership.alias_not_found(name, alias)
+            await teams.require_adapter(self.gw, actor, name, missing)
         rec = await asyncio.to_thread(self.gw.registry.rollback_alias, name, alias, changed_by=by)
         await self.refresh()
         await self._prewarm(name, alias)
         return dict(rec.to_dict())
 
-    async def delete_version(self, name: str, version: int) -> bool:
+    async def delete_version(self, name: str, version: int, actor: Actor | None = None) -> bool:
         """Delete a version once no replica uses it; False: still draining (finishes later).
 
         It leaves every replica's snapshot at once, so no new request starts on it; the
         engines unload it, and its files go, only after the last request on it ends.
         """
+        if actor is not None:
+            missing = ownership.version_not_found(name, version)
+            await teams.require_adapter(self.gw, actor, name, missing)
         protected = await RouteService(self.gw).referenced_versions()
-        sync: ReplicaSync = self.gw.extras["replicas"]
+        sync = self.gw.replica
+        assert sync is not None, "the lifespan starts the replica sync"
         drain = await asyncio.to_thread(
             self.gw.registry.retire_version, name, version, protected=protected, owner=sync.id
         )
@@ -199,7 +241,12 @@ class AdminService:
             )
         return [st]
 
-    async def load(self, ref: str, backend: str | None) -> dict[str, Any]:
+    async def load(
+        self, ref: str, backend: str | None, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        if actor is not None:
+            missing = ownership.model_not_found(ref)
+            await teams.require_adapter(self.gw, actor, teams.ref_name(ref), missing)
         version = self.gw.resolver.snapshot.resolve(ref)
         out = {}
         for st in self._backends(backend):
@@ -207,13 +254,18 @@ class AdminService:
                 cold = await self.gw.pool.ensure_loaded(st, version)
                 out[st.backend.name] = "loaded" if cold else "already_loaded"
             except (GatewayError, EngineError) as exc:
-                self.gw.extras.setdefault("load_failures", {})[
+                self.gw.load_failures[
                     (st.backend.name, version.engine_name)
                 ] = str(exc)
                 out[st.backend.name] = f"failed: {exc}"
         return {"id": version.id, "backends": out}
 
-    async def unload(self, ref: str, backend: str | None) -> dict[str, Any]:
+    async def unload(
+        self, ref: str, backend: str | None, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        if actor is not None:
+            missing = ownership.model_not_found(ref)
+            await teams.require_adapter(self.gw, actor, teams.ref_name(ref), missing)
         version = self.gw.resolver.snapshot.resolve(ref)
         out = await self.gw.pool.unload(
             version,

@@ -13,7 +13,7 @@ from gateway.inference.protocol import (
     CompletionResponse,
     error_responses,
 )
-from gateway.inference.serving import InferenceService, Reply
+from gateway.inference.serving import Reply
 from gateway.inference.streaming import ProxyStreamResponse
 
 router = APIRouter(tags=["inference"])
@@ -38,8 +38,7 @@ def _respond(reply: Reply | object) -> Response:
     summary="Create a chat completion (routed by request type or adapter)",
 )
 async def create_chat_completion(request: ChatCompletionRequest, call: Inference) -> Response:
-    service: InferenceService = call.gw.extras["inference"]
-    reply = await service.create_chat_completion(
+    reply = await call.service.create_chat_completion(
         request, key=call.key, request_type=call.request_type, ctx=call.ctx
     )
     return _respond(reply)
@@ -52,8 +51,7 @@ async def create_chat_completion(request: ChatCompletionRequest, call: Inference
     summary="Create a text completion (routed by request type or adapter)",
 )
 async def create_completion(request: CompletionRequest, call: Inference) -> Response:
-    service: InferenceService = call.gw.extras["inference"]
-    reply = await service.create_completion(
+    reply = await call.service.create_completion(
         request, key=call.key, request_type=call.request_type, ctx=call.ctx
     )
     return _respond(reply)

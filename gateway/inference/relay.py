@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from adapters.errors import GatewayError, GatewayTimeoutError, UpstreamError
+from gateway.context import RequestContext
 from gateway.inference.projection import StreamCheck, sse_events
 from gateway.inference.upstream import log_engine_error
 from gateway.metrics import GatewayMetrics
@@ -86,7 +87,7 @@ def relay_stream(
     lease: Lease,
     *,
     metrics: GatewayMetrics,
-    ctx: dict[str, Any],
+    ctx: RequestContext,
     headers: dict[str, str],
     wants_usage: bool,
     rename: tuple[bytes, bytes],
@@ -94,7 +95,7 @@ def relay_stream(
     settle: Callable[[StreamEnd], None],
 ) -> StreamReply:
     """The reply relaying ``upstream``; ``settle`` runs once the stream has ended."""
-    lab = (ctx["route_label"], ctx["adapter_label"])
+    lab = (ctx.route_label, ctx.adapter_label)
     t0 = upstream.started
     end = StreamEnd()
 
@@ -140,8 +141,8 @@ def relay_stream(
                     if first:
                         first = False
                         ttft = now - t0
-                        ctx["ttft_ms"] = round(ttft * 1000, 2)
-                        cache = "cold" if ctx.get("cold") else "warm"
+                        ctx.ttft_ms = round(ttft * 1000, 2)
+                        cache = "cold" if ctx.cold else "warm"
                         metrics.ttft.labels(*lab, cache).observe(ttft)
                     else:
                         itl.observe(now - last)
@@ -156,7 +157,7 @@ def relay_stream(
             if pending:
                 yield pending + b"\n"
             if not end.done:
-                ctx["error_type"] = "upstream_error"
+                ctx.error_type = "upstream_error"
                 yield sse_error(
                     UpstreamError(
                         "The engine closed the stream before it was complete.",
@@ -164,11 +165,11 @@ def relay_stream(
                     )
                 )
         except GatewayError as exc:  # a held-back answer failed its schema
-            ctx["error_type"] = exc.type
+            ctx.error_type = exc.type
             yield sse_error(exc)
         except EngineTimeout as exc:
             log_engine_error(ctx, exc)
-            ctx["error_type"] = "timeout_error"
+            ctx.error_type = "timeout_error"
             yield sse_error(
                 GatewayTimeoutError(
                     "The engine stopped sending tokens (chunk timeout).",
@@ -177,12 +178,12 @@ def relay_stream(
             )
         except EngineError as exc:
             log_engine_error(ctx, exc)
-            ctx["error_type"] = "upstream_error"
+            ctx.error_type = "upstream_error"
             yield sse_error(UpstreamError("The engine stream broke.", code="upstream_error"))
         except Exception:
             # Whatever else broke, the caller still gets one error event and a close.
-            log.exception("request %s: stream relay failed", ctx.get("request_id"))
-            ctx["error_type"] = "server_error"
+            log.exception("request %s: stream relay failed", ctx.request_id)
+            ctx.error_type = "server_error"
             yield sse_error(GatewayError("The gateway hit an internal error."))
 
     headers = {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

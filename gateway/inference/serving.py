@@ -27,6 +27,7 @@ import orjson
 from jsonschema_rs import Draft202012Validator
 
 from adapters.errors import InvalidRequestError, UpstreamError
+from gateway.context import RequestContext
 from gateway.inference.caps import check_request_caps
 from gateway.inference.projection import (
     choice_text,
@@ -98,7 +99,7 @@ class InferenceService:
         *,
         key: ApiKey,
         request_type: str | None,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
     ) -> Reply | StreamReply:
         return await self._create(
             "chat", request.model_dump(exclude_unset=True), key, request_type, ctx
@@ -110,7 +111,7 @@ class InferenceService:
         *,
         key: ApiKey,
         request_type: str | None,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
     ) -> Reply | StreamReply:
         return await self._create(
             "completion", request.model_dump(exclude_unset=True), key, request_type, ctx
@@ -173,10 +174,10 @@ class InferenceService:
             return False
         return bool(self._validator(schema).is_valid(value))
 
-    def _record_schema(self, ctx: dict[str, Any], ok: bool) -> None:
-        ctx["schema_valid"] = ok
+    def _record_schema(self, ctx: RequestContext, ok: bool) -> None:
+        ctx.schema_valid = ok
         if not ok:
-            self.gw.metrics.schema_invalid.labels(ctx["route_label"], ctx["adapter_label"]).inc()
+            self.gw.metrics.schema_invalid.labels(ctx.route_label, ctx.adapter_label).inc()
 
     # --- the request path ------------------------------------------------------------------
     async def _create(
@@ -185,7 +186,7 @@ class InferenceService:
         body: dict[str, Any],
         key: ApiKey,
         request_type: str | None,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
     ) -> Reply | StreamReply:
         gw = self.gw
         self._check_limits(kind, body)
@@ -195,10 +196,10 @@ class InferenceService:
             requested, request_type=request_type, user=body.get("user"), allow=allow
         )
         labels = gw.metrics.labels
-        ctx["route"] = res.route_name
-        ctx["adapter"] = res.adapter_id
-        ctx["route_label"] = labels.route(res.route_name)
-        ctx["adapter_label"] = labels.adapter(res.adapter_id)
+        ctx.route = res.route_name
+        ctx.adapter = res.adapter_id
+        ctx.route_label = labels.route(res.route_name)
+        ctx.adapter_label = labels.adapter(res.adapter_id)
         self._apply_route(kind, body, res)
 
         with gw.metrics.refusals():
@@ -219,7 +220,7 @@ class InferenceService:
             if res.route_name:
                 headers["X-Request-Type"] = res.route_name
             sent = await send_to_engine(gw, kind, payload, res, key, stream=stream, ctx=ctx)
-            ctx["cold"] = sent.cold
+            ctx.cold = sent.cold
             rename = model_rename(res, requested)
             if sent.stream is not None:
                 # From here the relay owns the lease and this request's in-flight slot.
@@ -244,7 +245,7 @@ class InferenceService:
 
     def _account(
         self,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
         key: ApiKey,
         usage: dict[str, Any] | None,
         *,
@@ -257,9 +258,9 @@ class InferenceService:
         m = self.gw.metrics
         pt = int(usage.get("prompt_tokens") or 0)
         ct = int(usage.get("completion_tokens") or 0)
-        ctx["prompt_tokens"] = pt
-        ctx["completion_tokens"] = ct
-        lab = (ctx["route_label"], ctx["adapter_label"])
+        ctx.prompt_tokens = pt
+        ctx.completion_tokens = ct
+        lab = (ctx.route_label, ctx.adapter_label)
         m.prompt_tokens.labels(*lab).inc(pt)
         m.completion_tokens.labels(*lab).inc(ct)
         self.gw.limiter.debit_tokens(key.id, pt + ct)
@@ -269,7 +270,7 @@ class InferenceService:
         data: bytes,
         res: Resolution,
         key: ApiKey,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
         headers: dict[str, str],
         rename: tuple[bytes, bytes],
     ) -> Reply:
@@ -290,7 +291,7 @@ class InferenceService:
             raise schema_mismatch(res.route_name)
         if not route.working_fields:
             return Reply(data.replace(*rename, 1), headers)
-        project_choices(choices, valid, route.working_fields, request_id=ctx.get("request_id"))
+        project_choices(choices, valid, route.working_fields, request_id=ctx.request_id)
         return Reply(orjson.dumps(obj).replace(*rename, 1), headers)
 
     def _relay(
@@ -299,7 +300,7 @@ class InferenceService:
         lease: Lease,
         res: Resolution,
         key: ApiKey,
-        ctx: dict[str, Any],
+        ctx: RequestContext,
         headers: dict[str, str],
         wants_usage: bool,
         rename: tuple[bytes, bytes],
@@ -310,7 +311,7 @@ class InferenceService:
             res.route,
             lambda text: schema is not None and self._schema_ok(schema, text),
             route_name=res.route_name,
-            request_id=ctx.get("request_id"),
+            request_id=ctx.request_id,
         )
 
         def settle(end: StreamEnd) -> None:

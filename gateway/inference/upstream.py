@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from adapters.errors import (
     GatewayError,
@@ -23,6 +23,7 @@ from adapters.errors import (
     InvalidRequestError,
     UpstreamError,
 )
+from gateway.context import RequestContext
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
 from router.backend import EngineError, EngineHTTPError, EngineTimeout, UpstreamStream
@@ -59,22 +60,22 @@ async def send_to_engine(
     key: ApiKey,
     *,
     stream: bool,
-    ctx: dict[str, Any],
+    ctx: RequestContext,
 ) -> Sent:
     """Have the pool place the adapter and send; map what the engine refused."""
 
     def on_cold(st: BackendState) -> None:
-        ctx["backend"] = st.backend.name
+        ctx.backend = st.backend.name
         with gw.metrics.refusals():
             gw.limiter.admit_cold_load(key.id)
 
     def on_retry(st: BackendState, exc: EngineError) -> None:
-        ctx["backend"] = st.backend.name
+        ctx.backend = st.backend.name
         log_engine_error(ctx, exc)
 
     async def send(lease: Lease) -> Sent:
         backend = lease.backend
-        ctx["backend"] = backend.name
+        ctx.backend = backend.name
         t0 = time.perf_counter()
         if stream:
             upstream = await backend.stream(PATHS[kind], payload)
@@ -85,7 +86,7 @@ async def send_to_engine(
             body = await backend.completion(payload)
         elapsed = time.perf_counter() - t0
         gw.metrics.upstream_latency.labels(backend.name).observe(elapsed)
-        ctx["upstream_ms"] = round(elapsed * 1000, 2)
+        ctx.upstream_ms = round(elapsed * 1000, 2)
         return Sent(lease, body=body)
 
     try:
@@ -98,8 +99,8 @@ async def send_to_engine(
         # The pool's message quotes the engine, which names paths in the store.
         log.warning(
             "request %s: engine %s failed to load %s: %s",
-            ctx.get("request_id"),
-            ctx.get("backend"),
+            ctx.request_id,
+            ctx.backend,
             res.version.id,
             exc.message,
         )
@@ -108,19 +109,19 @@ async def send_to_engine(
         ) from exc
 
 
-def log_engine_error(ctx: dict[str, Any], exc: EngineError) -> None:
+def log_engine_error(ctx: RequestContext, exc: EngineError) -> None:
     detail = exc.message() if isinstance(exc, EngineHTTPError) else str(exc)
     log.warning(
         "request %s: engine %s: %s: %s",
-        ctx.get("request_id"),
-        ctx.get("backend"),
+        ctx.request_id,
+        ctx.backend,
         type(exc).__name__,
         detail,
     )
 
 
 def engine_error(
-    exc: EngineError, kind: Kind, res: Resolution, ctx: dict[str, Any]
+    exc: EngineError, kind: Kind, res: Resolution, ctx: RequestContext
 ) -> GatewayError:
     """Our own error for an engine's, which is logged (with the request id) and not relayed."""
     log_engine_error(ctx, exc)

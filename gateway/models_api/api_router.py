@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.deps import Gw, InferenceKey
+from gateway.deps import InferenceKey, Models
 from gateway.inference.protocol import error_responses
 from gateway.models_api.protocol import ModelCard, ModelList
-from gateway.models_api.serving import ModelsService
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/v1/models", response_model=ModelList, responses=error_responses(401, 403))
-async def list_models(gw: Gw, key: InferenceKey) -> ModelList:
-    service: ModelsService = gw.extras["models"]
+async def list_models(service: Models, key: InferenceKey) -> ModelList:
     return ModelList(data=service.list_models(key))
 
 
@@ -23,6 +21,5 @@ async def list_models(gw: Gw, key: InferenceKey) -> ModelList:
     response_model=ModelCard,
     responses=error_responses(401, 403, 404),
 )
-async def retrieve_model(model_id: str, gw: Gw, key: InferenceKey) -> ModelCard:
-    service: ModelsService = gw.extras["models"]
+async def retrieve_model(model_id: str, service: Models, key: InferenceKey) -> ModelCard:
     return service.get_model(key, model_id)

@@ -8,9 +8,22 @@ from typing import Any
 import httpx
 import pytest
 
-from router.fake_engine import FakeEngineState, Faults, create_fake_engine
+from engine.fake import FakeEngineState, Faults, create_fake_engine
+from gateway.settings import ApiKey, hash_key
 from tests.api.scripted_upstream import ScriptedUpstream
 from tests.support import TINY_CONFIG, ThreadServer, app_client, demo_settings
+
+# Two team admins (admin keys with a team); the demo admin key is a platform admin.
+TEAM_A = {"Authorization": "Bearer team-a-admin-key"}
+TEAM_B = {"Authorization": "Bearer team-b-admin-key"}
+
+
+def team_admin_keys() -> list[ApiKey]:
+    """The key entries of TEAM_A and TEAM_B, as LORA_GATEWAY_API_KEYS would hold them."""
+    return [
+        ApiKey(id=f"{t}-admin", key_hash=hash_key(f"{t}-admin-key"), scopes=["admin"], team=t)
+        for t in ("team-a", "team-b")
+    ]
 
 ROUTES_YAML = """
 routes:
@@ -98,6 +111,15 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(settings_factory()) as (_, c):
         yield c
+
+
+@pytest.fixture()
+async def teams_app_and_client(
+    settings_factory: Any, engine: FakeEngineState
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """An app with two team admins (TEAM_A, TEAM_B) beside the platform admin (ADMIN)."""
+    async with app_client(settings_factory(api_keys=team_admin_keys())) as pair:
+        yield pair
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Test helpers: the fake engine with scripted misbehaviour, and a client that walks away.
 
-``ScriptedUpstream`` is the fake vLLM (``router.fake_engine``) with some endpoints
+``ScriptedUpstream`` is the fake vLLM (``engine.fake``) with some endpoints
 replaced per test (an error body naming a store path, a line over aiohttp's 512 KiB
 limit, a load that never answers). ``stream_then_disconnect`` drives a gateway app at the
 ASGI level, so a test decides exactly when the client goes away (httpx's ASGITransport
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from router.fake_engine import FakeEngineState, create_fake_engine
+from engine.fake import FakeEngineState, create_fake_engine
 from tests.support import ADMIN, INFERENCE, tar_of
 
 Handler = Callable[[Request], Awaitable[Response]]

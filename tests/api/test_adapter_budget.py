@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from router.fake_engine import FakeEngineState, Faults
+from engine.fake import FakeEngineState, Faults
 from tests.api.test_adapters_api import chat, upload
 from tests.api.test_replica_drains import wait_for
 from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.support import ADMIN, INFERENCE, app_client, tar_of, write_tiny_adapter
 
 
@@ -235,7 +235,7 @@ async def test_key_allow_list_hides_other_tenants(
 async def test_swap_under_traffic_never_mixes_adapters(
     client: httpx.AsyncClient, engine: FakeEngineState, tmp_path: Path
 ) -> None:
-    from router.fake_engine import Faults
+    from engine.fake import Faults
 
     await upload(client, write_tiny_adapter(tmp_path / "a", seed=1), alias="prod")
     await upload(client, write_tiny_adapter(tmp_path / "b", seed=2))

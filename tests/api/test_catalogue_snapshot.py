@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.fake import FakeEngineState
 from gateway.app import build_registry, refresh_catalogue
-from router.fake_engine import FakeEngineState
 from tests.api.test_adapters_api import chat, upload
 from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
 
@@ -46,7 +46,7 @@ async def test_an_older_snapshot_never_replaces_a_newer_one(
             release.set()
             await older
             assert gw.resolver.snapshot.generation == newer
-            assert gw.extras["generation"] == newer  # the poller knows what it holds
+            assert gw.installed.generation == newer  # the poller knows what it holds
             r = await c.post("/v1/chat/completions", headers=INFERENCE, json=chat("tiny@2"))
             assert r.status_code == 200, r.text
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.api.test_adapters_api import tar_of, upload
 from tests.support import ADMIN, INFERENCE, write_tiny_adapter
 

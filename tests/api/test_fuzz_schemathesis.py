@@ -19,8 +19,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from engine.fake import FakeEngineState, create_fake_engine
 from gateway.app import create_app
-from router.fake_engine import FakeEngineState, create_fake_engine
 from tests.support import ADMIN, ThreadServer, demo_settings
 
 # Examples per operation and mode. Measured on 2 shared cores, the whole file: 20 took

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
-from router.fake_engine import FakeEngineState, Faults
+from engine.fake import FakeEngineState, Faults
 from tests.support import ADMIN, INFERENCE, app_client, free_port
 
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "hello depot"}], "max_tokens": 5}

@@ -19,7 +19,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from router.fake_engine import Faults
+from engine.fake import Faults
 from tests.api.scripted_upstream import (
     ScriptedUpstream,
     sse_data,

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.fake import FakeEngineState
 from gateway.settings import ApiKey, Settings, hash_key
-from router.fake_engine import FakeEngineState
 from tests.support import ADMIN, INFERENCE, app_client, tar_of, write_tiny_adapter
 
 SCRAPE_KEY = "lgw-scrape-key-for-tests"

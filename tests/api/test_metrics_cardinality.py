@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.api.test_adapters_api import chat, upload
 from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.fake_engine import FakeEngineState, Faults
+from engine.fake import FakeEngineState, Faults
 from tests.api.test_adapters_api import upload
 from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from adapters.catalogue import Base
-from router.fake_engine import FakeEngineState, Faults
+from engine.fake import FakeEngineState, Faults
 from tests.api.test_adapters_api import chat, upload
 from tests.support import ADMIN, INFERENCE, app_client, write_tiny_adapter
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.support import INFERENCE, app_client
 
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "hello depot"}], "max_tokens": 5}

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.support import ADMIN, INFERENCE, app_client
 
 ROUTES = """

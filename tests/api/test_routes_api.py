@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.api.test_adapters_api import chat, upload
 from tests.support import ADMIN, INFERENCE, write_tiny_adapter
 

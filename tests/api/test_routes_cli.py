@@ -12,11 +12,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from engine.fake import FakeEngineState
 from gateway import routes_cli
 from gateway.app import create_app
 from gateway.routes_cli import routes_app
 from gateway.settings import DEMO_ADMIN_KEY
-from router.fake_engine import FakeEngineState
 from router.routes import RouteTable
 from tests.support import ThreadServer
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from adapters.catalogue import Base
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.api.test_adapters_api import chat
 from tests.api.test_replica_drains import wait_for
 from tests.support import ADMIN, INFERENCE, app_client
@@ -53,7 +53,7 @@ async def test_a_change_through_one_replica_is_served_by_the_other(
         app_client(settings_factory(**shared)) as (app_a, a),
         app_client(settings_factory(**shared)) as (app_b, b),
     ):
-        adapter_generation = app_b.state.gw.extras["generation"]
+        adapter_generation = app_b.state.gw.installed.generation
         table_before = app_b.state.gw.resolver.table
         route = {"adapter": "base", "system_prompt": "one"}
         r = await a.put("/v1/routes/notes", headers=ADMIN, json=route)
@@ -64,7 +64,7 @@ async def test_a_change_through_one_replica_is_served_by_the_other(
 
         await wait_for(lambda: b_serves("one"), bound=20 * POLL + 5)
         assert app_b.state.gw.resolver.table is not table_before  # swapped, not edited
-        assert app_b.state.gw.extras["generation"] == adapter_generation
+        assert app_b.state.gw.installed.generation == adapter_generation
         r = await b.put("/v1/routes/notes", headers=ADMIN, json={**route, "system_prompt": "two"})
         assert r.json()["version"] == 2
 
@@ -89,7 +89,7 @@ async def test_a_change_through_one_replica_is_served_by_the_other(
             "rollback",
             "delete",
         ]
-        generations = {app.state.gw.extras["routes_generation"] for app in (app_a, app_b)}
+        generations = {app.state.gw.installed.routes_generation for app in (app_a, app_b)}
         assert len(generations) == 1
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from engine.fake import FakeEngineState
 from gateway.app import create_app
 from gateway.route_sync import RoutesNotConfigured
 from gateway.settings import ApiKey, Settings, hash_key
-from router.fake_engine import FakeEngineState
 from tests.support import ADMIN, app_client, free_port
 
 KEY = "lgw-test-admin-key"

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.fake import FakeEngineState
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
-from router.fake_engine import FakeEngineState
 from tests.support import ADMIN, ThreadServer, app_client, write_tiny_adapter
 from training.data import Example, write_jsonl
 from training.evaluate import load_eval_set

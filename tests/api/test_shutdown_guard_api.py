@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.fake import FakeEngineState, Faults
 from gateway.app import create_app
 from gateway.shutdown import ShutdownGuard
-from router.fake_engine import FakeEngineState, Faults
 from tests.support import INFERENCE
 
 

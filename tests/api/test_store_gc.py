@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from router.fake_engine import FakeEngineState
+from engine.fake import FakeEngineState
 from tests.api.test_adapters_api import chat, upload
 from tests.support import INFERENCE, app_client, write_tiny_adapter
 

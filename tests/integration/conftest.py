@@ -21,8 +21,8 @@ import httpx
 import openai
 import pytest
 
+from engine.launcher import EngineConfig, EngineProcess
 from gateway.app import create_app
-from router.engine_launcher import EngineConfig, EngineProcess
 from tests.support import ADMIN, ThreadServer, demo_settings, free_port
 
 

@@ -28,8 +28,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.launcher import EngineProcess
 from gateway.app import create_app
-from router.engine_launcher import EngineProcess
 from tests.integration.conftest import start_engine, upload_dir
 from tests.integration.helpers import TRAINED, error_envelope, greedy_answer
 from tests.support import ADMIN, ThreadServer, demo_settings

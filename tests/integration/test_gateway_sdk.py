@@ -9,9 +9,9 @@ import httpx
 import openai
 import pytest
 
+from engine.launcher import CPU_MAX_MODEL_LEN
 from gateway.app import create_app
 from gateway.settings import ApiKey, hash_key
-from router.engine_launcher import CPU_MAX_MODEL_LEN
 from tests.integration.conftest import upload_dir
 from tests.integration.helpers import engine_metric, wait_until
 from tests.support import ThreadServer, demo_settings

@@ -1,6 +1,6 @@
 """The bench stack with the fake engine: real gateway and fake processes, then none left.
 
-Each test starts two processes (``python -m router.fake_engine`` and ``lora-gateway
+Each test starts two processes (``python -m engine.fake`` and ``lora-gateway
 serve --demo``) with hand-written tiny adapters, a few seconds each; no vLLM is needed.
 The vLLM stack is what ``make bench`` runs.
 """

@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from router.fake_engine import FakeEngineState, Faults, create_fake_engine
+from engine.fake import FakeEngineState, Faults, create_fake_engine
 from tests.integration.helpers import wait_until
 from tests.support import ADMIN, INFERENCE, ThreadServer, free_port, tar_of, write_tiny_adapter
 

@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
+from engine.launcher import EngineConfig, EngineProcess
 from gateway.app import create_app
-from router.engine_launcher import EngineConfig, EngineProcess
 from tests.integration.conftest import upload_dir
 from tests.integration.helpers import engine_metric, wait_until
 from tests.support import ADMIN, INFERENCE, ThreadServer, demo_settings

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from router.engine_launcher import EngineConfig, EngineLaunchError, EngineProcess
+from engine.launcher import EngineConfig, EngineLaunchError, EngineProcess
 
 
 def model_dir(

@@ -6,10 +6,13 @@
 3. Arrows point one way (ARCHITECTURE.md). The top-level packages are layered, lowest
    first, and a module may import only from its own package or a lower one:
 
-       adapters < router < gateway < training < load_tests < demo < cli
+       engine < adapters < router < gateway < training < load_tests < demo < cli
 
-   ``cli`` (the ``lora-gateway`` console script) composes every package, so it sits above
-   them all; the demo wing sits above what it drives; nothing imports either.
+   ``engine`` (the vLLM plugin, the engine launcher, the fake engine) imports none of the
+   others. Its vLLM plugin runs inside vLLM's processes, loaded through an entry point:
+   nothing of ours imports it. ``cli`` (the ``lora-gateway`` console script) composes
+   every package, so it sits above them all; the demo wing sits above what it drives;
+   nothing imports either.
 4. ``training`` and ``load_tests`` talk to the server over HTTP: of ``gateway``, ``router``
    and ``adapters`` they may import only ``adapters.validation`` (to check an adapter
    before upload), ``adapters.errors`` (the error it raises) and ``gateway.admin_client``
@@ -51,8 +54,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # The benchmark stack starts its gateway in demo mode and reads the demo keys from the
     # server's settings module; they belong with the admin client or the demo wing.
     ("load_tests.stack", "gateway.settings"): "issue 17: demo keys from the server settings",
-    # The engine supervisor belongs to the engine wing (ARCHITECTURE.md), still in router/.
-    ("load_tests.stack", "router.engine_launcher"): "issue 17: engine wing not split out",
     # The benchmark takes the committed demo adapters when the demo wing is installed;
     # ARCHITECTURE.md wants a small registry the demo fills instead of this lookup.
     ("load_tests.bench_adapters", "demo.adapters"): "issue 17: demo adapter registry",
@@ -241,6 +242,15 @@ def violations(arrows: list[Arrow]) -> list[Arrow]:
         if upward or into_server:
             bad.append(a)
     return bad
+
+
+def test_nothing_imports_the_vllm_plugin() -> None:
+    # vLLM loads it by entry point in its own processes; an import of ours would pull it
+    # (and, when it registers, torch and vLLM) into a process that must stay light.
+    plugin = "engine.vllm_plugin"
+    assert plugin in project_modules()
+    importers = [a for a in import_graph() if a.target == plugin]
+    assert not importers, "imports of the vLLM plugin:\n" + "\n".join(map(str, importers))
 
 
 def test_gateway_imports_no_heavy_module() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from engine.fake import FakeEngineState, create_fake_engine
 from load_tests import peer_litellm
 from load_tests.bench_figures import cpu_per_request, peer_section, proxy_figures
 from load_tests.bench_run import BenchRun
@@ -32,7 +33,6 @@ from load_tests.peer_litellm import (
 from load_tests.report import ReportPaths
 from load_tests.runner import drop_arms, run_scenario_file
 from load_tests.scenario import REQUEST_TYPES, ScenarioError, load_scenario, parse_scenario
-from router.fake_engine import FakeEngineState, create_fake_engine
 from tests.support import ThreadServer
 
 ENGINE_NAMES = {t: f"{t}-adapter-1" for t in REQUEST_TYPES}

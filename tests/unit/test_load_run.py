@@ -1,4 +1,4 @@
-"""Whole runs against the fake engine (router.fake_engine) on 127.0.0.1; fail-fast pre-flight."""
+"""Whole runs against the fake engine (engine.fake) on 127.0.0.1; fail-fast pre-flight."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.fake import FakeEngineState, Faults, create_fake_engine
 from load_tests.arrivals import poisson_arrivals
 from load_tests.client import PlannedRequest
 from load_tests.generator import RunResult, Target, run_scenario
@@ -20,7 +21,6 @@ from load_tests.preflight import PreflightError
 from load_tests.prompts import PromptError, PromptSet, load_prompt_set, prompt_messages
 from load_tests.scenario import REQUEST_TYPES, ScenarioError, parse_scenario
 from load_tests.stats import sum_series
-from router.fake_engine import FakeEngineState, Faults, create_fake_engine
 from tests.support import ThreadServer
 
 SCHEMA = {

@@ -177,7 +177,7 @@ def test_a_reason_without_force_is_kept() -> None:
                 "dataset_sha256": SHA,
                 "arms": {"a": {"primary": 1}, "b": {"primary": 1}},
             },
-            "none named 'adapter'",
+            "answered by ship@3 alone",
         ),
     ],
 )
@@ -201,6 +201,19 @@ def test_the_arm_answered_by_the_version_is_preferred() -> None:
     assert read_score(report, "ship@4").arm == "adapter"
     only = gateway_report(0.7, None, arm="ship@canary")
     assert read_score(only, "ship@9").arm == "ship@canary"  # the only arm besides prompt-only
+
+
+def test_an_arm_answered_by_other_versions_never_scores_this_one() -> None:
+    # A split route's `adapter` arm is a mix of prod and canary: it scores neither.
+    mixed = gateway_report(0.6, [0.5, 0.7], answered_by="ship@2")
+    mixed["arms"]["adapter"]["adapter_versions"]["ship@3"] = 6
+    with pytest.raises(EvalReportError, match="answered by ship@3 alone"):
+        read_score(mixed, "ship@3")
+    mixed["arms"]["ship@3"] = {"primary": 0.9, "ci95": [0.8, 1.0], "adapter_versions": {}}
+    assert read_score(mixed, "ship@3").arm == "ship@3"  # the only arm that may be its own
+    other = gateway_report(0.7, None, answered_by="ship@2", arm="ship@canary")
+    with pytest.raises(EvalReportError, match=r"--arms prompt-only,ship@3"):
+        read_score(other, "ship@3")
 
 
 def test_scores_are_printed_as_the_report_gives_them() -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from gateway.context import RequestContext
 from gateway.settings import SHUTDOWN_RESERVE_S, Settings
 from gateway.shutdown import ShutdownGuard
 
@@ -18,7 +19,8 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 
 def scope(path: str = "/v1/chat/completions") -> dict[str, Any]:
     # state.ctx stands for the request context GatewayMiddleware keeps in the scope.
-    return {"type": "http", "method": "POST", "path": path, "headers": [], "state": {"ctx": {}}}
+    ctx = RequestContext(request_id="r1")
+    return {"type": "http", "method": "POST", "path": path, "headers": [], "state": {"ctx": ctx}}
 
 
 async def receive() -> dict[str, Any]:
@@ -93,7 +95,7 @@ async def test_abort_ends_an_open_stream_with_one_error_event(cleaned: list[str]
     # ... and the response is complete: the last message closes the body.
     assert rec.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     # The access log and the error counter learn why the stream ended.
-    assert rec.scope["state"]["ctx"]["error_type"] == "service_unavailable"
+    assert rec.scope["state"]["ctx"].error_type == "service_unavailable"
 
 
 async def test_abort_answers_a_request_not_yet_answered_with_503(cleaned: list[str]) -> None:

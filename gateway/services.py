@@ -1,0 +1,20 @@
+"""The services built once per app on its :class:`~gateway.state.GatewayState`.
+
+Kept on ``app.state.services`` by the lifespan and handed to the endpoints by the
+dependencies in :mod:`gateway.deps`. They import the state, never the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.inference.serving import InferenceService
+from gateway.models_api.serving import ModelsService
+
+
+@dataclass(frozen=True)
+class Services:
+    """The inference and model-listing services (the admin service is stateless)."""
+
+    inference: InferenceService
+    models: ModelsService
