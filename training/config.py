@@ -121,6 +121,18 @@ class DatasetSpec(_Strict):
         return self
 
 
+class JudgeSpec(_Strict):
+    """An LLM-as-judge for the post-training eval (an OpenAI-compatible endpoint)."""
+
+    url: str = Field(description="Base URL of the judge's OpenAI-compatible API.")
+    model: str = Field(description="The judge model's name there.")
+    rubric: Path = Field(description="Rubric file the judge grades against (1-5).")
+    api_key_env: str | None = Field(
+        default="LORA_GATEWAY_JUDGE_KEY",
+        description="Environment variable holding the judge's API key (null: none).",
+    )
+
+
 class DedupConfig(_Strict):
     """Near-duplicate removal with MinHash LSH (datasketch)."""
 
@@ -262,6 +274,11 @@ class TrainConfig(_Strict):
         default=128, ge=1, description="Generation budget per validation answer."
     )
     eval_batch_size: int = Field(default=16, ge=1, description="Generation batch size.")
+    judge: JudgeSpec | None = Field(
+        default=None,
+        description="Also grade the post-training eval's answers with an LLM judge "
+        "(the report attached by --register then carries its scores); null: no judge.",
+    )
     metric_for_best_model: str | None = Field(
         default=None,
         description="Validation metric that picks the kept checkpoint (e.g. exact_match, f1, "

@@ -327,6 +327,16 @@ def _evaluate_export(
     from training.evaluate import evaluate, markdown_table
     from training.export import model_card
 
+    judge = None
+    if cfg.judge is not None:
+        import os
+
+        from training.judge import JudgeConfig
+
+        key = os.environ.get(cfg.judge.api_key_env) if cfg.judge.api_key_env else None
+        judge = JudgeConfig.from_rubric_file(
+            cfg.judge.url, cfg.judge.model, cfg.resolve(str(cfg.judge.rubric)), api_key=key
+        )
     report = evaluate(
         model_path,
         out,
@@ -337,6 +347,7 @@ def _evaluate_export(
         batch_size=cfg.eval_batch_size,
         limit=eval_limit,
         device=cfg.compute_device,  # where it trained: the GPU on the 8B path
+        judge=judge,
         console=console,
         show_progress=show_progress,
     )

@@ -279,3 +279,18 @@ def test_config_module_does_not_import_torch() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_a_judge_can_grade_the_post_training_eval(tmp_path: Path) -> None:
+    """`judge:` in a training config: the rubric path resolves beside the config file, the
+    key comes from an environment variable, and unknown keys are refused."""
+    cfg = parse_config(
+        base(judge={"url": "http://judge:8000/v1", "model": "grader", "rubric": "rubric.md"}),
+        config_dir=tmp_path,
+        cuda_available=False,
+    )
+    assert cfg.judge is not None and cfg.judge.api_key_env == "LORA_GATEWAY_JUDGE_KEY"
+    assert cfg.resolve(str(cfg.judge.rubric)) == tmp_path / "rubric.md"
+    assert parse_config(base(), cuda_available=False).judge is None
+    err = refused(base(judge={"url": "http://j/v1", "model": "m", "rubric": "r", "extra": 1}))
+    assert "judge.extra" in str(err)
