@@ -31,9 +31,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from training.config_parts import (
+    DATASET_TYPE_ALIASES,
+    DATASET_TYPES,
+    DatasetSpec,
+    DedupConfig,
+    JudgeSpec,
+    SyntheticSource,
+    _Strict,
+)
 from training.errors import ConfigError, HardwareError
+
+__all__ = [
+    "DATASET_TYPES",
+    "DATASET_TYPE_ALIASES",
+    "DatasetSpec",
+    "DedupConfig",
+    "JudgeSpec",
+    "SyntheticSource",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+]
 
 LLAMA_PROJECTIONS: tuple[str, ...] = (
     "q_proj",
@@ -44,9 +65,6 @@ LLAMA_PROJECTIONS: tuple[str, ...] = (
     "up_proj",
     "down_proj",
 )
-DATASET_TYPES = ("instruction", "chat", "completion", "preference")
-# Axolotl's names for the same formats, accepted so its configs load unchanged.
-DATASET_TYPE_ALIASES = {"alpaca": "instruction", "chat_template": "chat", "sharegpt": "chat"}
 # report_to value -> the package transformers needs for it.
 REPORT_INTEGRATIONS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 DEMO_BASE_MODEL = "demo"
@@ -59,93 +77,6 @@ def demo_config_path(task: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"no demo config for task {task!r} in {CONFIGS_DIR}")
     return path
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SyntheticSource(_Strict):
-    """A dataset drawn from the seeded logistics generator (``training.synthetic``)."""
-
-    task: str = Field(description="Generator task: one of training.synthetic.TASKS.")
-    n: int = Field(gt=0, description="Number of records to generate.")
-    seed: int = Field(default=0, description="Generator seed; the same seed gives the same data.")
-    split: Literal["train", "val", "test"] = Field(
-        default="train",
-        description="Generator split: train and val share a window; test draws from a "
-        "disjoint, harder one.",
-    )
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, v: str) -> str:
-        from training.synthetic import TASKS
-
-        if v not in TASKS:
-            raise ValueError(f"unknown synthetic task {v!r}; known: {', '.join(TASKS)}")
-        return v
-
-
-class DatasetSpec(_Strict):
-    """One dataset source: a JSONL file, or the synthetic generator."""
-
-    path: str | None = Field(
-        default=None,
-        description="JSONL file, relative to the config file's directory. Give path or synthetic.",
-    )
-    type: str = Field(
-        default="chat",
-        description="Record format: instruction {instruction,input,output}, chat {messages}, "
-        "completion {text} or preference {prompt,chosen,rejected}. Axolotl's alpaca and "
-        "chat_template are accepted as instruction and chat.",
-    )
-    synthetic: SyntheticSource | None = Field(
-        default=None, description="Generate the records instead of reading a file."
-    )
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        v = DATASET_TYPE_ALIASES.get(v, v)
-        if v not in DATASET_TYPES:
-            raise ValueError(f"unknown dataset type {v!r}; use one of {', '.join(DATASET_TYPES)}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
-        if (self.path is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of path and synthetic")
-        if self.synthetic is not None and self.type != "chat":
-            raise ValueError("synthetic datasets are chat records; set type: chat")
-        return self
-
-
-class JudgeSpec(_Strict):
-    """An LLM-as-judge for the post-training eval (an OpenAI-compatible endpoint)."""
-
-    url: str = Field(description="Base URL of the judge's OpenAI-compatible API.")
-    model: str = Field(description="The judge model's name there.")
-    rubric: Path = Field(description="Rubric file the judge grades against (1-5).")
-    api_key_env: str | None = Field(
-        default="LORA_GATEWAY_JUDGE_KEY",
-        description="Environment variable holding the judge's API key (null: none).",
-    )
-
-
-class DedupConfig(_Strict):
-    """Near-duplicate removal with MinHash LSH (datasketch)."""
-
-    enabled: bool = Field(default=True, description="Remove near-duplicates inside the pool.")
-    threshold: float = Field(
-        default=0.85,
-        gt=0,
-        le=1,
-        description="Estimated Jaccard similarity of word shingles at or above which two "
-        "records count as near-duplicates.",
-    )
-    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
-    shingle_size: int = Field(default=3, ge=1, le=10, description="Words per shingle.")
 
 
 class TrainConfig(_Strict):
