@@ -74,6 +74,15 @@ def serve(
         Path | None,
         typer.Option(help="Route table YAML that seeds a catalogue without routes."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes sharing the port (SO_REUSEPORT), each a replica with 1/N of "
+            "every limit. Default: LORA_GATEWAY_WORKERS (1).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway (uvicorn). SIGTERM drains within LORA_GATEWAY_TERMINATION_GRACE:
     readiness 503, requests in flight finish or end with a shutting_down error."""
@@ -85,10 +94,22 @@ def serve(
         overrides["backends"] = ",".join(backend)
     if demo:
         overrides["demo"] = True
+    if workers is not None:
+        overrides["workers"] = workers
     settings = load_settings(**overrides)
     setup_logging(settings.log_level)
     if not settings.backends:
         raise fail("no engine backends: set LORA_GATEWAY_BACKENDS or pass --backend URL")
+    if settings.workers > 1 and settings.worker_share == 1:
+        from gateway.workers import supervise
+
+        args = ["--host", settings.host, "--port", str(settings.port)]
+        args += [a for b in settings.backends for a in ("--backend", b)]
+        args += ["--demo"] if settings.demo else []
+        args += ["--routes", str(settings.routes_file)] if settings.routes_file else []
+        console.print(f"{settings.workers} workers on {settings.host}:{settings.port}")
+        raise typer.Exit(supervise(settings.workers, args))
+    settings = settings.for_worker()
     if settings.demo:
         console.print(
             f"[bold yellow]demo mode[/]: inference key [bold]{DEMO_INFERENCE_KEY}[/], "

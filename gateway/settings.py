@@ -201,6 +201,21 @@ class Settings(BaseSettings):
     cold_loads_per_minute: int = Field(
         default=60, description="Adapter loads a key may trigger per minute (429 beyond)."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (SO_REUSEPORT; `serve --workers`). "
+        "Each is a replica of its own; the per-gateway and per-key limits above are "
+        "divided between them.",
+    )
+    worker_share: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Set by `serve --workers N` in each worker it starts (N): this process "
+        "holds 1/N of every limit and binds its port with SO_REUSEPORT. Not set by hand.",
+    )
     # Timeouts (seconds)
     connect_timeout: float = Field(default=3.0, description="Connecting to an engine.")
     first_byte_timeout: float = Field(default=60.0, description="Until the first byte/token.")
@@ -318,6 +333,40 @@ class Settings(BaseSettings):
         if self.metrics_auth is None:
             return not self.demo
         return self.metrics_auth == "key"
+
+    def for_worker(self) -> Settings:
+        """These settings as one of ``worker_share`` processes sees them: each gateway and
+        per-key limit divided by the share (rounded up, at least 1), so that together the
+        workers enforce about what one process would. The kernel spreads connections,
+        not requests, over the workers: a client on one keep-alive connection meets one
+        worker's share of its key's limits."""
+        n = self.worker_share
+        if n == 1:
+            return self
+
+        def share(v: int) -> int:
+            return max(1, -(-v // n))
+
+        keys = [
+            k.model_copy(
+                update={
+                    f: share(getattr(k, f))
+                    for f in ("rpm", "tpm", "max_in_flight")
+                    if getattr(k, f) is not None
+                }
+            )
+            for k in self.api_keys
+        ]
+        return self.model_copy(
+            update={
+                "rate_limit_rpm": share(self.rate_limit_rpm),
+                "rate_limit_tpm": share(self.rate_limit_tpm),
+                "max_in_flight": share(self.max_in_flight),
+                "max_in_flight_per_key": share(self.max_in_flight_per_key),
+                "cold_loads_per_minute": share(self.cold_loads_per_minute),
+                "api_keys": keys,
+            }
+        )
 
     @property
     def adapter_budget(self) -> int:

@@ -170,6 +170,7 @@ class DrainingServer:
         self.budget = settings.shutdown_budget
         self.bind_failed = False
         self._stopping = False
+        self.sockets: list[Any] | None = None  # pre-bound (SO_REUSEPORT) for a worker
 
     def run(self) -> None:
         with asyncio.Runner(loop_factory=self.server.config.get_loop_factory()) as runner:
@@ -182,7 +183,7 @@ class DrainingServer:
         # uvicorn installs its own handlers in serve(); capture_signals is a context
         # manager we replace so that ours stay in charge.
         self.server.capture_signals = _no_capture  # type: ignore[method-assign,assignment]
-        await self.server.serve()
+        await self.server.serve(sockets=self.sockets)
         if not self.server.started:
             self.bind_failed = True
 
@@ -216,7 +217,12 @@ def build_server(application: Any, settings: Settings) -> DrainingServer:
         timeout_graceful_shutdown=settings.shutdown_budget.final,
         lifespan="on",
     )
-    return DrainingServer(config, app=application, guard=guard, settings=settings)
+    server = DrainingServer(config, app=application, guard=guard, settings=settings)
+    if settings.worker_share > 1:  # one of `serve --workers N`: share the port
+        from gateway.workers import reuse_port_socket
+
+        server.sockets = [reuse_port_socket(settings.host, settings.port)]
+    return server
 
 
 class _NoCapture:

@@ -1,0 +1,50 @@
+"""`serve --workers 2`: two gateway processes share one port, both take connections, and
+SIGTERM to the supervisor drains and stops them all (against the fast fake engine)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from engine.fake import FakeEngineState, create_fake_engine
+from tests.integration.test_shutdown import children_of, start_gateway
+from tests.support import INFERENCE, ThreadServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def fast_engine() -> Iterator[str]:
+    with ThreadServer(create_fake_engine(FakeEngineState())) as server:
+        yield server.url
+
+
+def established_on(pid: int, port: int) -> int:
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.status == "ESTABLISHED" and c.laddr.port == port)
+
+
+def test_two_workers_share_the_port_and_stop_together(fast_engine: str, tmp_path: Path) -> None:
+    proc, url = start_gateway(fast_engine, tmp_path, LORA_GATEWAY_WORKERS="2")
+    clients = [httpx.Client(base_url=url, headers=INFERENCE, timeout=10) for _ in range(16)]
+    try:
+        workers = children_of(proc.pid)
+        assert len(workers) == 2, workers
+        port = int(url.rsplit(":", 1)[1])
+        body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        for c in clients:  # sixteen keep-alive connections, spread by the kernel
+            r = c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+        held = {pid: established_on(pid, port) for pid in workers}
+        assert sum(held.values()) == 16 and all(n > 0 for n in held.values()), held
+    finally:
+        for c in clients:
+            c.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert not [pid for pid in workers if psutil.pid_exists(pid)]
