@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
-from adapters.errors import GatewayError, GatewayTimeoutError, UpstreamError
+from adapters.errors import GatewayError, UpstreamError
 from gateway.context import RequestContext
 from gateway.inference.projection import StreamCheck, sse_events
-from gateway.inference.upstream import log_engine_error
+from gateway.inference.upstream import engine_error
 from gateway.metrics import GatewayMetrics
-from router.backend import EngineError, EngineTimeout, UpstreamStream
+from router.backend import EngineError, UpstreamStream
 from router.pool import Lease
 
 log = logging.getLogger("lora_gateway.inference")
@@ -167,19 +167,10 @@ def relay_stream(
         except GatewayError as exc:  # a held-back answer failed its schema
             ctx.error_type = exc.type
             yield sse_error(exc)
-        except EngineTimeout as exc:
-            log_engine_error(ctx, exc)
-            ctx.error_type = "timeout_error"
-            yield sse_error(
-                GatewayTimeoutError(
-                    "The engine stopped sending tokens (chunk timeout).",
-                    code="upstream_stalled",
-                )
-            )
         except EngineError as exc:
-            log_engine_error(ctx, exc)
-            ctx.error_type = "upstream_error"
-            yield sse_error(UpstreamError("The engine stream broke.", code="upstream_error"))
+            err = engine_error(exc, ctx, mid_stream=True)
+            ctx.error_type = err.type
+            yield sse_error(err)
         except Exception:
             # Whatever else broke, the caller still gets one error event and a close.
             log.exception("request %s: stream relay failed", ctx.request_id)

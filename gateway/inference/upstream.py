@@ -92,7 +92,7 @@ async def send_to_engine(
     try:
         return await gw.pool.run(res.version, send, on_cold=on_cold, on_retry=on_retry)
     except EngineError as exc:
-        raise engine_error(exc, kind, res, ctx) from exc
+        raise engine_error(exc, ctx, kind=kind, res=res) from exc
     except UpstreamError as exc:
         if exc.code != "adapter_load_failed" or res.version is None:
             raise
@@ -121,16 +121,32 @@ def log_engine_error(ctx: RequestContext, exc: EngineError) -> None:
 
 
 def engine_error(
-    exc: EngineError, kind: Kind, res: Resolution, ctx: RequestContext
+    exc: EngineError,
+    ctx: RequestContext,
+    *,
+    kind: Kind = "chat",
+    res: Resolution | None = None,
+    mid_stream: bool = False,
 ) -> GatewayError:
-    """Our own error for an engine's, which is logged (with the request id) and not relayed."""
+    """Our own error for an engine's, which is logged (with the request id) and not relayed.
+
+    The one translation of engine errors on the inference path: before the answer
+    (``res`` given), or while a stream is relayed (``mid_stream``: the status has been
+    sent, so the error goes out as an SSE event).
+    """
     log_engine_error(ctx, exc)
     if isinstance(exc, EngineTimeout):
+        if mid_stream:
+            return GatewayTimeoutError(
+                "The engine stopped sending tokens (chunk timeout).", code="upstream_stalled"
+            )
         return GatewayTimeoutError(
             f"The engine did not answer within the {exc.phase.replace('_', ' ')} timeout.",
             code="upstream_timeout",
         )
-    if not isinstance(exc, EngineHTTPError):
+    if mid_stream:
+        return UpstreamError("The engine stream broke.", code="upstream_error")
+    if not isinstance(exc, EngineHTTPError) or res is None:
         return UpstreamError("The connection to the engine failed.", code="upstream_error")
     if exc.status == 404:
         return not_found(res.requested)
