@@ -44,7 +44,7 @@ test: install deploy-tools
 		status=$$?; scripts/postgres-test.sh stop $(PG_PORT) >/dev/null; exit $$status
 
 test-fast: install deploy-tools
-	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/api
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/deploy tests/api
 
 lint: install
 	$(BIN)/ruff check engine gateway router adapters training load_tests demo cli scripts tests

@@ -19,7 +19,7 @@ ops call them through the module's globals) for two reasons:
   hundreds of megabytes per layer. Here the rows are grouped by adapter slot and each
   group is one matrix multiply against its slot's weights (one matrix multiply for the
   whole batch in the common case of one adapter), and ``-1`` rows get no delta. The
-  results equal the torch ops' up to float rounding (tests/unit/test_vllm_plugin.py);
+  results equal the torch ops' up to float rounding (tests/unit/engine/test_vllm_plugin.py);
   the speed-up is in BENCHMARKS.md and docs/engine-lora-cost.md.
 
 vLLM calls :func:`register` in every process it starts (API server, engine core,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the offline checkers that tests/unit/test_deploy_*.py run on deploy/:
+# Fetch the offline checkers that tests/deploy/test_deploy_*.py run on deploy/:
 #   promtool           from Debian's `prometheus`: checks the rule and scrape files with
 #                      Prometheus's own parser and runs the alert unit tests;
 #   compose_spec.json  from Debian's `docker-compose`: the Compose Specification's schema.

@@ -108,7 +108,7 @@ def keep_4bit_weights_trainable(model: Any) -> int:
     packed inference layout the first time it runs in eval mode without gradients (our
     validation during training does exactly that). From then on its forward goes through
     ``gemv_4bit``, which has no autograd kernel: PyTorch warns, and no gradient reaches the
-    layer's input any more (``tests/unit/test_training_4bit.py`` shows it), so earlier
+    layer's input any more (``tests/unit/training/test_training_4bit.py`` shows it), so earlier
     layers learn only through the residual stream. Switching the conversion off keeps every
     layer on bitsandbytes' differentiable path. Returns the layers changed.
     """

@@ -28,8 +28,8 @@ from adapters.registry import Registry
 from adapters.route_store import RouteStore
 from gateway.settings import TEAM_PATTERN as SETTINGS_TEAM_PATTERN
 from gateway.settings import ApiKey, hash_key
-from tests.unit.test_adapters_factory import adapter_files, make_tar_gz
-from tests.unit.test_adapters_registry import make_registry
+from tests.unit.adapters.test_adapters_factory import adapter_files, make_tar_gz
+from tests.unit.adapters.test_adapters_registry import make_registry
 
 PLATFORM = Actor("ops")
 A = Actor("a-admin", "team-a")

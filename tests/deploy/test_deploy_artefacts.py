@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     DEPLOY,
     K8S_BASE,
     ROOT,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     COMPOSE_FILE,
     DEPLOY,
     RULES_FILE,

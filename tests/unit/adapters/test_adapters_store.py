@@ -11,7 +11,7 @@ import pytest
 
 from adapters.store import AdapterStore
 from adapters.validation import compute_digest
-from tests.unit.test_adapters_factory import adapter_files, tree, write_dir
+from tests.unit.adapters.test_adapters_factory import adapter_files, tree, write_dir
 
 
 def staged(store: AdapterStore, stage: Path, fill: int = 0) -> tuple[Path, str]:

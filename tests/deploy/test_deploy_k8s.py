@@ -12,7 +12,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     K8S_BASE,
     K8S_OVERLAYS,
     RULES_FILE,
@@ -470,7 +470,7 @@ def test_prometheus_rule_holds_exactly_the_rules_file(objs: list[dict[str, Any]]
 def test_dashboard_configmap_is_the_dashboard_file(objs: list[dict[str, Any]]) -> None:
     import json
 
-    from tests.unit.deploy_helpers import DASHBOARD_FILE
+    from tests.deploy.deploy_helpers import DASHBOARD_FILE
 
     cm = one(objs, "ConfigMap", "lora-gateway-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"

@@ -21,8 +21,8 @@ from adapters.promotion import (
     read_score,
 )
 from adapters.registry import Registry
-from tests.unit.test_adapters_factory import adapter_files
-from tests.unit.test_adapters_registry import MB, ingest, make_registry, tar_of
+from tests.unit.adapters.test_adapters_factory import adapter_files
+from tests.unit.adapters.test_adapters_registry import MB, ingest, make_registry, tar_of
 
 SHA = "8b917a12d1378aad1e0cf2d9b335e0bef7fa5adc482a94705af1e2febc5ea3a5"
 NAME = "ship"

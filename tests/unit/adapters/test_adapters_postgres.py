@@ -18,7 +18,12 @@ from sqlalchemy import create_engine
 from adapters.catalogue import Base
 from adapters.registry import Registry
 from adapters.store import AdapterStore
-from tests.unit.test_adapters_factory import BASE_NAMES, TINY_BASE, adapter_files, make_tar_gz
+from tests.unit.adapters.test_adapters_factory import (
+    BASE_NAMES,
+    TINY_BASE,
+    adapter_files,
+    make_tar_gz,
+)
 
 PG_URL = os.environ.get("LORA_GATEWAY_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="LORA_GATEWAY_TEST_POSTGRES_URL is not set")

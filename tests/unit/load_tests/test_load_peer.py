@@ -267,7 +267,7 @@ def test_drop_arms_skips_named_and_targetless_optional_arms() -> None:
 
 
 async def test_a_skipped_arm_is_in_the_report_and_its_summary(tmp_path: Path) -> None:
-    from tests.unit.test_load_run import PROMPTS
+    from tests.unit.load_tests.test_load_run import PROMPTS
 
     state = FakeEngineState(record_requests=False, extra_models=set(REQUEST_TYPES))
     with ThreadServer(create_fake_engine(state)) as server:

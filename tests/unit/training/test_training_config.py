@@ -19,7 +19,7 @@ from training.config import (
 )
 from training.errors import ConfigError, HardwareError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
 DEMO_TASKS = ("shipment-classification", "invoice-parsing", "route-optimization")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.unit.test_training_config import base, refused
+from tests.unit.training.test_training_config import base, refused
 from training.config import parse_config
 from training.data import Example
 from training.encoding import IGNORE_INDEX, PadCollator, encode_example, value_spans

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy_helpers import ROOT, require
+from tests.deploy.deploy_helpers import ROOT, require
 
 SCRIPT = ROOT / "scripts" / "postgres-test.sh"
 

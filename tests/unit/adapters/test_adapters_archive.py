@@ -14,7 +14,7 @@ import pytest
 
 from adapters.archive import ArchiveLimits, extract_archive, find_adapter_root
 from adapters.errors import AdapterValidationError
-from tests.unit.test_adapters_factory import adapter_files, make_tar_gz, make_zip, tree
+from tests.unit.adapters.test_adapters_factory import adapter_files, make_tar_gz, make_zip, tree
 
 LIMITS = ArchiveLimits()
 MB = 1024 * 1024

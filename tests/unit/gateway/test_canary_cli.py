@@ -15,7 +15,7 @@ from gateway import admin_cli
 from gateway.admin.canary import histogram_quantile
 from gateway.admin_client import AdminAPIError, AdminClient
 from gateway.cli import app
-from tests.unit.test_admin_client import KEY, URL, FakeGateway, boom, envelope
+from tests.unit.gateway.test_admin_client import KEY, URL, FakeGateway, boom, envelope
 
 PROMOTED = {
     "name": "ship",

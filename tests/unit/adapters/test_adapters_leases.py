@@ -20,8 +20,8 @@ from adapters.errors import ConflictError
 from adapters.leases import DRAIN_DELETE, DRAIN_UNLOAD
 from adapters.registry import Registry
 from adapters.store import AdapterStore
-from tests.unit.test_adapters_factory import BASE_NAMES, TINY_BASE, adapter_files
-from tests.unit.test_adapters_registry import ingest, make_registry, tar_of
+from tests.unit.adapters.test_adapters_factory import BASE_NAMES, TINY_BASE, adapter_files
+from tests.unit.adapters.test_adapters_registry import ingest, make_registry, tar_of
 
 E0, E1 = "http://engine-0:8000", "http://engine-1:8000"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     AGGREGATIONS,
     DEPLOY,
     FUNCTIONS,

@@ -26,8 +26,8 @@ from adapters.errors import (
 from adapters.records import AdapterVersion
 from adapters.registry import Registry
 from adapters.store import AdapterStore
-from tests.unit.test_adapters_archive import write_tar_bomb
-from tests.unit.test_adapters_factory import (
+from tests.unit.adapters.test_adapters_archive import write_tar_bomb
+from tests.unit.adapters.test_adapters_factory import (
     BASE_NAMES,
     TINY_BASE,
     adapter_config,
@@ -39,7 +39,7 @@ from tests.unit.test_adapters_factory import (
     tensor_name,
     tree,
 )
-from tests.unit.test_adapters_validation import Exploit
+from tests.unit.adapters.test_adapters_validation import Exploit
 
 MB = 1024 * 1024
 PUBLIC_KEYS = {

@@ -17,7 +17,7 @@ from adapters.validation import (
     compute_digest,
     validate_adapter_dir,
 )
-from tests.unit.test_adapters_factory import (
+from tests.unit.adapters.test_adapters_factory import (
     ALL_MODULES,
     BASE_NAMES,
     DELETE,

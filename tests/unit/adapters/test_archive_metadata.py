@@ -18,7 +18,7 @@ from adapters import archive as archive_mod
 from adapters.archive import ArchiveLimits, extract_archive
 from adapters.archive_meta import MAX_META_CHAIN, MAX_META_HEADER_BYTES, _end_record
 from adapters.errors import AdapterValidationError
-from tests.unit.test_adapters_factory import adapter_files, make_zip
+from tests.unit.adapters.test_adapters_factory import adapter_files, make_zip
 
 LIMITS = ArchiveLimits()
 MB = 1024 * 1024

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.errors import AdapterValidationError
 from adapters.safetensors_check import read_safetensors_header
-from tests.unit.test_adapters_factory import safetensors_bytes
+from tests.unit.adapters.test_adapters_factory import safetensors_bytes
 
 
 def write(tmp_path: Path, data: bytes) -> Path:
