@@ -67,4 +67,6 @@ def supervise(n: int, serve_args: Sequence[str], *, poll_s: float = 0.2) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return max((p.returncode or 0) for p in procs)
+    codes = [p.returncode for p in procs]
+    # A worker killed by a signal has a negative code: the set failed all the same.
+    return next((1 if rc < 0 else rc for rc in codes if rc), 0)

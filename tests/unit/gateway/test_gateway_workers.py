@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from gateway.settings import ApiKey, Settings, hash_key
 from gateway.workers import reuse_port_socket
 
@@ -47,3 +49,24 @@ def test_two_reuse_port_sockets_bind_the_same_port() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_the_supervisor_fails_when_a_worker_dies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker killed by a signal: the others are stopped and the set exits non-zero."""
+    import sys
+
+    from gateway import workers
+
+    script = (
+        "import os, sys, time\n"
+        "if sys.argv[-1] == 'die': os.kill(os.getpid(), 9)\n"
+        "time.sleep(30)"
+    )
+    calls = iter(["die", "live"])
+
+    class Popen(workers.subprocess.Popen[bytes]):
+        def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+            super().__init__([sys.executable, "-c", script, next(calls)], env=env)
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Popen)
+    assert workers.supervise(2, [], poll_s=0.05) == 1
