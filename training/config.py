@@ -487,7 +487,7 @@ def explain() -> list[tuple[str, str, str]]:
             )
             rows.append((prefix + name, default, f.description or ""))
             ann = f.annotation
-            for sub in (DedupConfig, DatasetSpec, SyntheticSource):
+            for sub in (DedupConfig, DatasetSpec, SyntheticSource, JudgeSpec):
                 if ann is sub or (ann is not None and sub.__name__ in str(ann)):
                     walk(sub, f"{prefix}{name}{'[].' if 'list' in str(ann) else '.'}")
 
