@@ -208,8 +208,11 @@ def eval_command(
     ] = 8,
     timeout: Annotated[
         float,
-        typer.Option(help="Seconds per request.", rich_help_panel="Through a gateway"),
-    ] = 120.0,
+        typer.Option(
+            help="Seconds per request (the gateway's own REQUEST_TIMEOUT is 600).",
+            rich_help_panel="Through a gateway",
+        ),
+    ] = 600.0,
 ) -> None:
     """Score the base model and the adapter on the same held-out set with the task metric:
     with transformers (--base, --adapter), or through a running gateway (--gateway,

@@ -216,7 +216,7 @@ async def score_served(
     admin_key: str,
     task: str | None = None,
     concurrency: int = 8,
-    request_timeout: float = 120.0,
+    request_timeout: float = 600.0,
     base_model: str = "base",
     seed: int = 0,
     client: httpx.AsyncClient | None = None,

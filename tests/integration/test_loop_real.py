@@ -166,6 +166,8 @@ def _loop(gw_url: str, sdk: openai.OpenAI, admin: AdminClient, tmp_path: Path) -
         arms,
         "--attach",
         "arms",
+        "--concurrency",
+        "4",
         "--quiet",
         "--out",
         str(tmp_path / "eval"),
@@ -175,7 +177,8 @@ def _loop(gw_url: str, sdk: openai.OpenAI, admin: AdminClient, tmp_path: Path) -
     versions = {v["version"]: v for v in admin.get_adapter(NAME)["versions"]}
     report = versions[2]["eval"]
     assert versions[1]["eval"] == report and versions[2]["eval_attached"]["by"] == "demo-admin"
-    assert report["arms"][f"{NAME}@canary"]["adapter_versions"] == {f"{NAME}@2": N_RECORDS}
+    arm = report["arms"][f"{NAME}@canary"]
+    assert arm["adapter_versions"] == {f"{NAME}@2": N_RECORDS}, arm["errors"]
     candidate = report["arms"][f"{NAME}@canary"]["primary"]
     current = report["arms"][f"{NAME}@prod"]["primary"]
     assert candidate > current, report["arms"]
