@@ -2,7 +2,7 @@
 
 Modules (nothing here imports torch, safetensors or the gateway):
 
-- ``errors``: the one exception tree (GatewayError and subclasses).
+- ``errors``: the one exception tree (``LoraGatewayError``, its ``GatewayError`` branch).
 - ``archive``: safe extraction of .tar.gz/.tgz/.zip uploads (``ArchiveLimits``).
 - ``safetensors_check``: a bounded, hand-written safetensors header parser.
 - ``base_model``: ``BaseModelSpec``, the base model's sizes and supported modules.

@@ -1,9 +1,26 @@
 """The one exception tree of lora-gateway.
 
 It lives in ``adapters`` because that is the bottom of the dependency chain
-(``gateway -> router -> adapters``): every layer may raise these, and the
-gateway turns them into OpenAI's error envelope
-``{"error": {"message", "type", "param", "code"}}``.
+(``gateway -> router -> adapters``) and the one server module every package may import.
+Every exception the project defines descends from :class:`LoraGatewayError`
+(``tests/unit/test_error_tree.py`` holds it to that), so ``except LoraGatewayError``
+catches anything of ours and nothing of a library's. Its branches:
+
+    LoraGatewayError
+    ├── GatewayError                 what a client may see (below)
+    ├── EngineError                  router/backend.py: talking to a vLLM server
+    ├── EngineLaunchError            engine/launcher.py: starting one (also RuntimeError)
+    ├── EvalReportError              adapters/promotion.py (also ValueError)
+    ├── AdminAPIError                gateway/admin_client.py: the admin API refused a call
+    ├── RoutesNotConfigured          gateway/route_sync.py (also RuntimeError)
+    ├── TrainingError                training/errors.py: the training tool's errors
+    └── LoadTestError                load_tests/errors.py: the load tests' errors
+
+A class that subclassed a built-in (``ValueError``, ``RuntimeError``) keeps it as a second
+base, so code that catches the built-in still catches it.
+
+The gateway turns a :class:`GatewayError` into OpenAI's error envelope
+``{"error": {"message", "type", "param", "code"}}``:
 
     GatewayError (500 server_error)
     ├── InvalidRequestError        400 invalid_request_error
@@ -25,7 +42,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
-class GatewayError(Exception):
+class LoraGatewayError(Exception):
+    """Root of every exception lora-gateway defines, in every package.
+
+    It owns nothing but the family: catch it to catch any error of ours (an engine that
+    failed, a refused upload, a bad scenario) while letting a library's errors and
+    programming errors through. Branches own their fields (``GatewayError`` its HTTP
+    status and envelope, ``EngineHTTPError`` the engine's answer, ...).
+    """
+
+
+class GatewayError(LoraGatewayError):
     """Root of every error a client can see; owns status, type, code and param."""
 
     status: ClassVar[int] = 500

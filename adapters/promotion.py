@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.errors import ConflictError, InvalidRequestError
+from adapters.errors import ConflictError, InvalidRequestError, LoraGatewayError
 
 BASELINE_ARM = "prompt-only"
 ADAPTER_ARM = "adapter"
@@ -48,7 +48,7 @@ MAX_REASON = 1000
 _EPS = 1e-9
 
 
-class EvalReportError(ValueError):
+class EvalReportError(LoraGatewayError, ValueError):
     """An eval report from which no score can be read; the message says why."""
 
 

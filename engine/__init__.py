@@ -1,5 +1,7 @@
-"""The engine wing: what runs vLLM, inside it, or in its place. The lowest layer: it
-imports no other package of this project.
+"""The engine wing: what runs vLLM, inside it, or in its place. It sits above the server
+(``adapters < router < gateway < engine``): of the project it imports only
+``adapters.errors``, for the root of its launcher's error; the gateway, router and registry
+never import it. Its users are the load tests, the demo wing and the console script.
 
 - :mod:`engine.vllm_plugin`: a vLLM general plugin that runs inside vLLM's own processes,
   loaded by vLLM through its entry point; nothing of ours imports it.

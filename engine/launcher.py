@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.errors import LoraGatewayError
+
 # vLLM 0.32.0 accepts exactly these (vllm/config/lora.py: MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 PRODUCTION_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -32,7 +34,7 @@ PRODUCTION_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 CPU_MAX_MODEL_LEN = 2048
 
 
-class EngineLaunchError(RuntimeError):
+class EngineLaunchError(LoraGatewayError, RuntimeError):
     """The engine could not be started; the message says why and what to do."""
 
 

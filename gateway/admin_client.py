@@ -38,6 +38,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from adapters.errors import LoraGatewayError
 from adapters.validation import CONFIG_FILE, OPTIONAL_FILES, WEIGHTS_FILE
 
 ADAPTER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE} | OPTIONAL_FILES)
@@ -46,12 +47,11 @@ ProgressCallback = Callable[[int, int], None]
 """Called as the upload is read: (bytes sent so far, total bytes)."""
 
 
-class AdminAPIError(Exception):
+class AdminAPIError(LoraGatewayError):
     """An admin call the gateway refused: the fields of its OpenAI error envelope.
 
-    ``status`` is the HTTP status (None when there was no answer); ``code``, ``type`` and
-    ``param`` come from ``{"error": {...}}`` and are None when the body was not one;
-    ``body`` is the decoded body, if it was JSON.
+    ``status``: the HTTP status, None without an answer; ``code``, ``type``, ``param``: from
+    ``{"error": {...}}``, None when the body was not one; ``body``: the decoded JSON body.
     """
 
     def __init__(

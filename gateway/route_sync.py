@@ -21,7 +21,7 @@ import asyncio
 import logging
 from typing import Any
 
-from adapters.errors import GatewayError
+from adapters.errors import GatewayError, LoraGatewayError
 from gateway.state import GatewayState
 from router.routes import RouteTable
 
@@ -30,7 +30,7 @@ log = logging.getLogger("lora_gateway.routes")
 SEEDED_BY = "seed"
 
 
-class RoutesNotConfigured(RuntimeError):
+class RoutesNotConfigured(LoraGatewayError, RuntimeError):
     """Start-up refused: no routes in the catalogue, no routes file, not demo mode."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from rich.markup import escape
 
+from load_tests.errors import LoadTestError
 from load_tests.stack import ManagedProcess, StackError, free_port
 
 Say = Callable[[str], None]  # takes rich markup, as the bench's console does
@@ -51,7 +52,7 @@ DROPPED_ENV_PREFIXES = ("LITELLM_", "LORA_GATEWAY_", "DATABASE_", "REDIS_", "PRI
 DROPPED_ENV = frozenset({"DATABASE_URL", "DIRECT_URL", "STORE_MODEL_IN_DB", "UI_USERNAME"})
 
 
-class PeerUnavailable(RuntimeError):
+class PeerUnavailable(LoadTestError, RuntimeError):
     """The peer cannot be measured; ``str(exc)`` is one line saying why."""
 
     def __init__(self, reason: str) -> None:

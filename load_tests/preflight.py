@@ -16,12 +16,13 @@ from urllib.parse import quote
 import aiohttp
 
 from load_tests.client import OpenAIClient, error_type_of
+from load_tests.errors import LoadTestError
 from load_tests.scenario import Arm, Scenario
 
 PREFLIGHT_TIMEOUT_S = 10.0
 
 
-class PreflightError(RuntimeError):
+class PreflightError(LoadTestError, RuntimeError):
     """A target cannot run this scenario; the message is one line naming target and cause."""
 
 

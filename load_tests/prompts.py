@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from load_tests.errors import LoadTestError
+
 Messages = list[dict[str, str]]
 
 
-class PromptError(RuntimeError):
+class PromptError(LoadTestError, RuntimeError):
     """The prompt source cannot give prompts for a task."""
 
 

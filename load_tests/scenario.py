@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from load_tests.errors import LoadTestError
+
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 STANDARD_SCENARIOS = (
     "overhead",
@@ -35,7 +37,7 @@ REQUEST_TYPES = ("shipment-classification", "invoice-parsing", "route-optimizati
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(LoadTestError, ValueError):
     """A scenario that cannot run: bad YAML, a bad field, or a missing run-time binding."""
 
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from gateway.admin_client import AdminAPIError, AdminClient
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
+from load_tests.errors import LoadTestError
 
 Upstream = Literal["vllm", "fake"]
 Say = Callable[[str], None]
@@ -64,7 +65,7 @@ BENCH_GATEWAY_ENV = {
 }
 
 
-class StackError(RuntimeError):
+class StackError(LoadTestError, RuntimeError):
     """A part of the stack could not be started or prepared; the message says which and why."""
 
 

@@ -8,7 +8,7 @@ format) served on a loopback port, so the real client code is what is tested.
 
 Errors a caller can act on:
 
-    EngineError
+    EngineError             a LoraGatewayError (adapters/errors.py), like every error of ours
     ├── EngineUnreachable   never delivered (refused/reset before sending): safe to retry
     ├── EngineTimeout       connect or first byte or chunk gap exceeded
     └── EngineHTTPError     the engine answered with an error status (status, body)
@@ -31,13 +31,15 @@ import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
+from adapters.errors import LoraGatewayError
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 # What aiohttp raises for a broken response: ClientError, its parser's HttpProcessingError
 # (LineTooLong, BadHttpMessage...) and, from StreamReader.readline, ValueError.
 BROKEN_RESPONSE = (aiohttp.ClientError, HttpProcessingError)
 
 
-class EngineError(Exception):
+class EngineError(LoraGatewayError):
     """Something went wrong talking to an engine."""
 
 

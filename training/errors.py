@@ -1,21 +1,24 @@
 """The errors of the training tool. They are CLI errors, never sent to an HTTP client.
 
-TrainingError
+TrainingError        a LoraGatewayError (adapters/errors.py), like every error of ours
 ├── ConfigError      a bad training config (names the field)
+│   └── HardwareError  a GPU-only feature asked for on a machine without one
 ├── DataError        bad records (file:line: reason, one per record), an empty dataset,
 │                    a split that leaves a class empty
-├── HardwareError    a GPU-only feature asked for on a machine without one
 ├── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
-└── BaseModelError   the demo base model's package is missing, corrupt or another version
-                     (training/base_model.py)
+├── BaseModelError   the demo base model's package is missing, corrupt or another version
+│                    (training/base_model.py)
+└── DemoAdapterError a committed demo adapter is missing or altered (demo/adapters.py)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from adapters.errors import LoraGatewayError
 
-class TrainingError(Exception):
+
+class TrainingError(LoraGatewayError):
     """Root of the training tool's errors; the CLI prints the message and exits 2."""
 
 
