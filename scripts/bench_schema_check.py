@@ -18,13 +18,9 @@ import jsonschema_rs
 import orjson
 import yaml
 
-from training.synthetic_tasks import (
-    make_invoice,
-    make_route,
-    make_shipment,
-    route_working,
-    shipment_working,
-)
+from training.synthetic_invoices import make_invoice
+from training.synthetic_routes import make_route, route_working
+from training.synthetic_shipments import make_shipment, shipment_working
 
 ROUTES = Path(__file__).resolve().parent.parent / "router" / "demo_routes.yaml"
 MAKERS: dict[str, Any] = {

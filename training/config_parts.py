@@ -1,6 +1,7 @@
 """The parts of a training config that are models of their own: where a dataset comes
 from (a file, the hub, or the seeded generator), near-duplicate removal, and the judge.
-:mod:`training.config` builds ``TrainConfig`` from them and re-exports them."""
+The sections of ``TrainConfig`` (:mod:`training.config_data`, :mod:`training.config_run`)
+use them, and :mod:`training.config` re-exports them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DATASET_TYPES = ("instruction", "chat", "completion", "preference")
 # Axolotl's names for the same formats, accepted so its configs load unchanged.
 DATASET_TYPE_ALIASES = {"alpaca": "instruction", "chat_template": "chat", "sharegpt": "chat"}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

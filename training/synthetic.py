@@ -29,7 +29,9 @@ import random
 from collections.abc import Callable
 from typing import Any, Literal
 
-from training.synthetic_tasks import (
+from training.synthetic_invoices import make_invoice
+from training.synthetic_routes import make_route, route_working
+from training.synthetic_rules import (
     CATEGORY_PRECEDENCE,
     DISTANCE_BANDS,
     ETA_BUCKETS,
@@ -37,14 +39,10 @@ from training.synthetic_tasks import (
     Made,
     choose_lane,
     eta_bucket,
-    make_invoice,
-    make_route,
-    make_shipment,
     money,
-    route_working,
     shipment_category,
-    shipment_working,
 )
+from training.synthetic_shipments import make_shipment, shipment_working
 from training.synthetic_vocab import SERVICE_LEVELS
 
 __all__ = [

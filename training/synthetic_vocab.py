@@ -129,7 +129,7 @@ CARRIERS: dict[str, tuple[Carrier, ...]] = {
 # that training never saw, so a score on it shows that the adapter learned what a category
 # means (the pretrained base knows that orchids spoil and butane burns), not a word list.
 # The category of a shipment is the highest-precedence category among its goods (see
-# synthetic_tasks.CATEGORY_PRECEDENCE). Some goods are traps on purpose: canned tomatoes
+# synthetic_rules.CATEGORY_PRECEDENCE). Some goods are traps on purpose: canned tomatoes
 # are food but not perishable, stationery is paper but not documents, a sofa is big but
 # fits a van.
 GOODS: dict[str, dict[str, tuple[str, ...]]] = {

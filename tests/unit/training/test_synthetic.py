@@ -22,7 +22,7 @@ from training.synthetic import (
     render_answer,
     strip_working,
 )
-from training.synthetic_tasks import distance_band, eta_bucket, sample_route
+from training.synthetic_rules import distance_band, eta_bucket, sample_route
 from training.synthetic_vocab import CARRIERS, CITIES, GOODS, VENDORS
 
 N = 150
