@@ -55,12 +55,12 @@ async def live() -> Live:
 async def ready(gw: Gw) -> Response:
     backends = [
         BackendHealth(
-            name=st.backend.name,
-            healthy=st.healthy,
-            adapters_loaded=len(st.holds),
-            outstanding=st.outstanding,
+            name=view.name,
+            healthy=view.healthy,
+            adapters_loaded=view.adapters_loaded,
+            outstanding=view.outstanding,
         )
-        for st in gw.pool.states.values()
+        for view in gw.pool.backends()
     ]
     if gw.draining:
         body: dict[str, Any] = {

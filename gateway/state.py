@@ -59,6 +59,4 @@ class GatewayState:
     registry: Registry
     draining: bool = False
     installed: Installed = field(default_factory=Installed)
-    # (backend, engine name) -> why the last explicit load failed (shown by the admin API).
-    load_failures: dict[tuple[str, str], str] = field(default_factory=dict)
     replica: Replica | None = None  # set by the lifespan before the app serves

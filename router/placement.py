@@ -16,6 +16,9 @@
   and the caller gets 409 ``adapter_in_use``. A version fenced by another replica's
   drain is not started here: requests wait for an unload to finish (then load it
   again) and get 503 ``adapter_retiring`` for a version being deleted.
+- Status: each (engine, adapter name) has one :class:`AdapterStatus` (loading, ready,
+  unloading, failed), kept in the backend's :class:`AdapterTable` and changed only here
+  and in the pool; a failed load is kept with its reason, and the next request retries.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from adapters.errors import ConflictError, ServiceUnavailableError, UpstreamError
+from router.adapter_status import AdapterStatus, AdapterTable
 from router.backend import EngineError, EngineHTTPError, VLLMBackend
 from router.coordination import FENCE_DELETE, Coordinator
 from router.resolver import VersionLike
@@ -44,13 +48,12 @@ class BackendState:
     backend: VLLMBackend
     healthy: bool = False
     failures: int = 0
-    holds: set[str] = field(default_factory=set)
+    # Each adapter name's status on this engine (changed only by placement).
+    adapters: AdapterTable = field(default_factory=AdapterTable)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Requests in flight per adapter, so an unload can wait for them to finish.
     active: dict[str, int] = field(default_factory=dict)
     idle: dict[str, asyncio.Event] = field(default_factory=dict)
-    unloading: set[str] = field(default_factory=set)
-    loading: set[str] = field(default_factory=set)
     # Fenced by a drain mark (any replica's): name -> "unload" or "delete".
     fenced: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)  # monotonic, for LRU
@@ -76,16 +79,31 @@ class BackendState:
         else:
             self.active[engine_name] = left
 
+    @property
+    def holds(self) -> frozenset[str]:
+        """The adapter names on the engine, as far as known (read-only)."""
+        return self.adapters.held()
+
     def serves(self, engine_name: str) -> bool:
-        return (
-            engine_name in self.holds
-            and engine_name not in self.unloading
-            and engine_name not in self.fenced
-        )
+        return self.adapters.on_engine(engine_name) and self.open_for(engine_name)
 
     def open_for(self, engine_name: str) -> bool:
         """Nothing here stops a new use of ``engine_name`` (it may still need loading)."""
-        return engine_name not in self.unloading and engine_name not in self.fenced
+        return (
+            self.adapters.status(engine_name) is not AdapterStatus.UNLOADING
+            and engine_name not in self.fenced
+        )
+
+    def busy(self, engine_name: str) -> bool:
+        """Requests on it are in flight here, or this replica is loading it."""
+        loading = self.adapters.status(engine_name) is AdapterStatus.LOADING
+        return loading or bool(self.active.get(engine_name))
+
+    def shown_status(self, engine_name: str) -> AdapterStatus | None:
+        """The status as the gateway shows it: one another replica drains is UNLOADING."""
+        if self.adapters.on_engine(engine_name):
+            return AdapterStatus.READY if self.open_for(engine_name) else AdapterStatus.UNLOADING
+        return self.adapters.status(engine_name)
 
 
 class Placement:
@@ -115,14 +133,14 @@ class Placement:
         lock = st.locks.setdefault(name, asyncio.Lock())
         async with lock:
             self._refuse_fenced(st, version)
-            if name in st.holds:  # somebody else loaded it while we waited
+            if st.adapters.on_engine(name):  # somebody else loaded it while we waited
                 return False
             # Counted as in use from here: a drain marked meanwhile waits for this request.
-            st.loading.add(name)
+            st.adapters.start_loading(name)
             try:
                 async with st.room:
                     await self._learn_holds(st)
-                    if name in st.holds:  # another replica loaded it on this engine
+                    if st.adapters.on_engine(name):  # another replica loaded it on this engine
                         return False
                     await self._make_room(st)
                     st.reserved += 1
@@ -130,8 +148,11 @@ class Placement:
                     await self._load(st, version)
                 finally:
                     st.reserved -= 1
+            except Exception as exc:  # refused or failed: the next request tries again
+                st.adapters.load_failed(name, str(exc))
+                raise
             finally:
-                st.loading.discard(name)
+                st.adapters.stop_loading(name)  # cut off (cancelled): as it was before
             return True
 
     async def _load(self, st: BackendState, version: VersionLike) -> None:
@@ -148,7 +169,7 @@ class Placement:
         except EngineError:
             self._hook(st, t0, "error")
             raise
-        st.holds.add(name)
+        st.adapters.loaded(name)
         st.last_used[name] = time.monotonic()
         self._hook(st, t0, "loaded")
         self._changed(st)
@@ -161,9 +182,7 @@ class Placement:
             models = await st.backend.list_models()
         except EngineError:
             return  # best effort: the budget then counts what this replica knows
-        new = {m["id"] for m in models if m.get("parent")} - st.holds
-        if new:
-            st.holds |= new
+        if st.adapters.seen(m["id"] for m in models if m.get("parent")):
             self._changed(st)
 
     async def _wait_unfenced(self, st: BackendState, version: VersionLike) -> None:
@@ -218,8 +237,7 @@ class Placement:
             n
             for n in st.holds
             if n not in tried
-            and not st.active.get(n)
-            and n not in st.loading
+            and not st.busy(n)
             and st.open_for(n)
             and not (n in st.locks and st.locks[n].locked())
             and not self.coordinator.busy_elsewhere(url, n)
@@ -231,7 +249,7 @@ class Placement:
         if lock.locked():  # never wait here: the holder may be waiting for st.room
             return False
         async with lock:
-            st.unloading.add(name)
+            st.adapters.start_unloading(name)
             try:
                 async with self.coordinator.quiesced(
                     name, [st.backend.url], within=self.evict_timeout
@@ -247,7 +265,7 @@ class Placement:
                 log.warning("could not coordinate evicting %s", name, exc_info=True)
                 return False
             finally:
-                st.unloading.discard(name)
+                st.adapters.stop_unloading(name)  # a no-op once unloaded
             self._dropped(st, name)
         log.info("evicted %s from %s (least recently used)", name, st.backend.name)
         if self._on_evict:
@@ -279,8 +297,8 @@ class Placement:
         async with contextlib.AsyncExitStack() as stack:
             for st in targets:  # one order everywhere, so two unloads cannot deadlock
                 await stack.enter_async_context(st.locks.setdefault(name, asyncio.Lock()))
-                st.unloading.add(name)
-                stack.callback(st.unloading.discard, name)
+                st.adapters.start_unloading(name)
+                stack.callback(st.adapters.stop_unloading, name)
             for st in targets:
                 if st.active.get(name):
                     event = st.idle.setdefault(name, asyncio.Event())
@@ -309,7 +327,7 @@ class Placement:
     async def unload_everywhere(self, engine_name: str) -> None:
         """Unload a name no replica uses any more (a finished delete) from every healthy engine."""
         for st in self.healthy():
-            if st.active.get(engine_name) or engine_name in st.loading:
+            if st.busy(engine_name):
                 continue  # cannot happen once the drain is clear; never cut a request
             try:
                 await st.backend.unload_adapter(engine_name)  # idempotent
@@ -333,7 +351,7 @@ class Placement:
                     if now.get(name) != FENCE_DELETE:
                         now[name] = kind
             for gone in set(st.fenced) - set(now):
-                if gone not in st.unloading:
+                if st.adapters.status(gone) is not AdapterStatus.UNLOADING:
                     self.forget(st, gone)
             st.fenced = now
         self._fence_event.set()
@@ -342,18 +360,21 @@ class Placement:
     def in_use(self) -> list[tuple[str, str]]:
         """``(engine url, name)`` pairs with requests in flight or a load under way here."""
         return sorted(
-            {(st.backend.url, n) for st in self.states.values() for n in (*st.active, *st.loading)}
+            {
+                (st.backend.url, n)
+                for st in self.states.values()
+                for n in (*st.active, *st.adapters.names(AdapterStatus.LOADING))
+            }
         )
 
     # --- bookkeeping ------------------------------------------------------------------------
     def forget(self, st: BackendState, engine_name: str) -> None:
         """The engine said it does not know this name (evicted or restarted)."""
-        if engine_name in st.holds:
-            st.holds.discard(engine_name)
+        if st.adapters.gone(engine_name):
             self._changed(st)
 
     def _dropped(self, st: BackendState, name: str) -> None:
-        st.holds.discard(name)
+        st.adapters.unloaded(name)
         st.last_used.pop(name, None)
         self._changed(st)
 

@@ -4,8 +4,9 @@
   ``failures`` consecutive failures a backend is ejected; one success re-admits it,
   and on re-admission its adapter map is rebuilt from its ``/v1/models`` (an engine
   that restarted has forgotten every runtime-loaded adapter).
-- Affinity: which engine adapter names each backend holds, learned from loads and
-  from ``/v1/models``.
+- Affinity: each adapter name's :class:`AdapterStatus` on each backend (loading, ready,
+  unloading, failed), learned from loads and unloads and from ``/v1/models``; the
+  gateway reads it, and each backend's load, through :meth:`BackendPool.backends`.
 - Selection: the least loaded backend that holds the version, spilling over to
   another only when the holder is clearly overloaded.
 - Placement (:mod:`router.placement`): single-flight loads, the per-engine adapter
@@ -24,20 +25,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
 from typing import TypeVar
 
 from adapters.errors import ServiceUnavailableError, UpstreamError
+from router.adapter_status import AdapterStatus
 from router.backend import EngineError, EngineHTTPError, EngineUnreachable, VLLMBackend
 from router.coordination import Coordinator, LocalOnly
 from router.placement import BackendState, LoadHook, Placement
 from router.resolver import VersionLike
 
-__all__ = ["BackendPool", "BackendState", "Coordinator", "Lease", "LoadHook", "LocalOnly"]
+__all__ = [
+    "AdapterStatus",
+    "BackendPool",
+    "BackendState",
+    "BackendView",
+    "Coordinator",
+    "Lease",
+    "LoadHook",
+    "LocalOnly",
+]
 
 log = logging.getLogger("lora_gateway.pool")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BackendView:
+    """A read-only look at one backend, for readiness and the admin API.
+
+    ``statuses`` holds each adapter name the pool knows there (absent: not on the engine);
+    ``errors`` says why each FAILED one's last load failed.
+    """
+
+    name: str
+    healthy: bool
+    outstanding: int
+    adapters_loaded: int
+    statuses: Mapping[str, AdapterStatus]
+    errors: Mapping[str, str]
 
 
 class Lease:
@@ -166,7 +194,7 @@ class BackendPool(Placement):
             models = await st.backend.list_models()
         except EngineError:
             return
-        st.holds = {m["id"] for m in models if m.get("parent")}
+        st.adapters.reset(m["id"] for m in models if m.get("parent"))
         self._changed(st)
         self._set_health(st, True)
         log.info("backend %s admitted, holding %d adapters", st.backend.name, len(st.holds))
@@ -178,7 +206,7 @@ class BackendPool(Placement):
     def _set_health(self, st: BackendState, healthy: bool) -> None:
         st.healthy = healthy
         if not healthy and st.holds:
-            st.holds.clear()
+            st.adapters.reset(())  # a restarted engine has forgotten its runtime loads
             self._changed(st)
         if self._on_health:
             self._on_health(st.backend.name, healthy)
@@ -194,6 +222,26 @@ class BackendPool(Placement):
     @property
     def ready(self) -> bool:
         return any(st.healthy for st in self.states.values())
+
+    def backends(self) -> list[BackendView]:
+        """What each backend holds and has in flight, as read-only snapshots."""
+        views = []
+        for st in self.states.values():
+            table = st.adapters
+            statuses = {n: st.shown_status(n) for n in table.statuses()}
+            views.append(
+                BackendView(
+                    name=st.backend.name,
+                    healthy=st.healthy,
+                    outstanding=st.outstanding,
+                    adapters_loaded=len(st.holds),
+                    statuses=MappingProxyType({n: s for n, s in statuses.items() if s is not None}),
+                    errors=MappingProxyType(
+                        {n: e for n in table.names(AdapterStatus.FAILED) if (e := table.error(n))}
+                    ),
+                )
+            )
+        return views
 
     # --- selection and placement ----------------------------------------------------------
     def choose(

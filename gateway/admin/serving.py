@@ -33,6 +33,16 @@ from gateway.admin.routes_serving import RouteService
 from gateway.replicas import refresh_catalogue
 from gateway.state import GatewayState
 from router.backend import EngineError
+from router.pool import AdapterStatus
+
+# How the admin API names an adapter's status on a backend (None: not on it).
+_SHOWN: dict[AdapterStatus | None, str] = {
+    None: "registered",
+    AdapterStatus.LOADING: "loading",
+    AdapterStatus.READY: "loaded",
+    AdapterStatus.UNLOADING: "unloading",
+    AdapterStatus.FAILED: "failed",
+}
 
 log = logging.getLogger("lora_gateway.admin")
 COPY_CHUNK = 1 << 20
@@ -165,26 +175,15 @@ class AdminService:
         return self._with_placement({**record.to_dict(), "team": team})
 
     def _with_placement(self, data: dict[str, Any]) -> dict[str, Any]:
-        pool = self.gw.pool
-        failures = self.gw.load_failures
+        views = self.gw.pool.backends()
         for v in data.get("versions", []):
             states = {}
-            for bname, st in pool.states.items():
-                lock = st.locks.get(v["engine_name"])
-                if v["engine_name"] in st.holds and not st.open_for(v["engine_name"]):
-                    state = "unloading"
-                elif v["engine_name"] in st.holds:
-                    state = "loaded"
-                elif lock is not None and lock.locked():
-                    state = "loading"
-                elif (bname, v["engine_name"]) in failures:
-                    state = "failed"
-                else:
-                    state = "registered"
-                entry: dict[str, Any] = {"state": state, "healthy": st.healthy}
-                if state == "failed":
-                    entry["error"] = failures[(bname, v["engine_name"])]
-                states[bname] = entry
+            for view in views:
+                status = view.statuses.get(v["engine_name"])
+                entry: dict[str, Any] = {"state": _SHOWN[status], "healthy": view.healthy}
+                if status is AdapterStatus.FAILED:
+                    entry["error"] = view.errors.get(v["engine_name"], "")
+                states[view.name] = entry
             v["backends"] = states
         return data
 
@@ -253,10 +252,7 @@ class AdminService:
             try:
                 cold = await self.gw.pool.ensure_loaded(st, version)
                 out[st.backend.name] = "loaded" if cold else "already_loaded"
-            except (GatewayError, EngineError) as exc:
-                self.gw.load_failures[
-                    (st.backend.name, version.engine_name)
-                ] = str(exc)
+            except (GatewayError, EngineError) as exc:  # the pool keeps it as FAILED
                 out[st.backend.name] = f"failed: {exc}"
         return {"id": version.id, "backends": out}
 
