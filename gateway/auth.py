@@ -4,14 +4,17 @@ Keys are hashed on arrival and compared by hash only; the clear key is never sto
 logged, labelled or echoed. Logs and metrics see the key's ``id``.
 
 ``authorize`` is the one check: the ASGI middleware runs it before any body byte is
-read, and the route dependencies run it again (they also declare the scheme in the
-OpenAPI spec, and guard any app that is served without the middleware).
+read and remembers the key it admitted on the request's scope; the route dependencies
+take that key (``admitted_key``) or, in an app served without the middleware, run the
+check themselves. They also declare the scheme in the OpenAPI spec.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import MutableMapping
+from typing import Any
 
 from adapters.errors import AuthenticationError, PermissionDeniedError
 from gateway.context import RequestContext
@@ -77,3 +80,20 @@ def authorize(
     ctx.key_id = key.id
     keyring.require(key, scope)
     return key
+
+
+_ADMITTED = "admitted"  # the scope state key: (key, the scope it was checked for)
+
+
+def remember_admitted(state: dict[str, Any], key: ApiKey, scope: Scope) -> None:
+    """Keep the key the middleware checked for ``scope`` on the request's scope state."""
+    state[_ADMITTED] = (key, scope)
+
+
+def admitted_key(asgi_scope: MutableMapping[str, Any], scope: Scope) -> ApiKey | None:
+    """The key the middleware already checked for ``scope`` on this request, if any."""
+    found = asgi_scope.get("state", {}).get(_ADMITTED)
+    if found is not None and found[1] == scope:
+        key: ApiKey = found[0]
+        return key
+    return None

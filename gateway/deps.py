@@ -10,7 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.errors import UnsupportedMediaTypeError
-from gateway.auth import authorize
+from gateway.auth import admitted_key, authorize
 from gateway.context import RequestContext, context_of
 from gateway.inference.serving import InferenceService
 from gateway.models_api.serving import ModelsService
@@ -42,12 +42,21 @@ def _ctx(request: Request) -> RequestContext:
     return ctx
 
 
+def _key(request: Request, gw: GatewayState, scope: AuthScope) -> ApiKey:
+    """The key the middleware admitted for ``scope``, or checked here (an app without the
+    middleware, in some unit tests)."""
+    key = admitted_key(request.scope, scope)
+    if key is None:
+        key = authorize(gw.keyring, request.headers.get("authorization"), scope, _ctx(request))
+    return key
+
+
 async def require_inference(
     request: Request,
     gw: Gw,
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> ApiKey:
-    return authorize(gw.keyring, request.headers.get("authorization"), "inference", _ctx(request))
+    return _key(request, gw, "inference")
 
 
 async def require_admin(
@@ -55,7 +64,7 @@ async def require_admin(
     gw: Gw,
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> ApiKey:
-    return authorize(gw.keyring, request.headers.get("authorization"), "admin", _ctx(request))
+    return _key(request, gw, "admin")
 
 
 InferenceKey = Annotated[ApiKey, Depends(require_inference)]
@@ -99,16 +108,20 @@ class InferenceCall:
         self.service = service
 
 
+def call_for(request: Request, request_type: str | None) -> InferenceCall:
+    """An inference call's parts, with its key checked for the ``inference`` scope."""
+    gw: GatewayState = request.app.state.gw
+    key = _key(request, gw, "inference")
+    services: Services = request.app.state.services
+    return InferenceCall(gw, key, _ctx(request), request_type, services.inference)
+
+
 async def inference_call(
     request: Request,
     x_request_type: RequestTypeHeader = None,
     _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> InferenceCall:
-    gw: GatewayState = request.app.state.gw
-    ctx = _ctx(request)
-    key = authorize(gw.keyring, request.headers.get("authorization"), "inference", ctx)
-    services: Services = request.app.state.services
-    return InferenceCall(gw, key, ctx, x_request_type, services.inference)
+    return call_for(request, x_request_type)
 
 
 Inference = Annotated[InferenceCall, Depends(inference_call)]

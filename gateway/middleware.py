@@ -30,7 +30,7 @@ from adapters.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
-from gateway.auth import authorize
+from gateway.auth import authorize, remember_admitted
 from gateway.context import RequestContext
 from gateway.deps import required_scope
 from gateway.settings import Scope as AuthScope
@@ -259,7 +259,7 @@ class GatewayMiddleware:
             # The first Authorization header, as Starlette's ``request.headers`` reads it.
             raw = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             try:
-                authorize(
+                key = authorize(
                     gw.keyring,
                     None if raw is None else raw.decode("latin-1"),
                     policy.auth_scope,
@@ -267,6 +267,7 @@ class GatewayMiddleware:
                 )
             except GatewayError as exc:
                 return exc
+            remember_admitted(scope["state"], key, policy.auth_scope)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return PayloadTooLargeError(

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from gateway.deps import Inference
+from gateway.inference.fast_route import InferenceRoute
 from gateway.inference.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -16,7 +17,8 @@ from gateway.inference.protocol import (
 from gateway.inference.serving import Reply
 from gateway.inference.streaming import ProxyStreamResponse
 
-router = APIRouter(tags=["inference"])
+# The lean request path (and its reasons): gateway/inference/fast_route.py.
+router = APIRouter(tags=["inference"], route_class=InferenceRoute)
 
 _ERRORS = error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504)
 _SSE = {

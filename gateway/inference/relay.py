@@ -104,9 +104,7 @@ def relay_stream(
         try:
             await upstream.close()
         finally:
-            metrics.upstream_latency.labels(lease.backend.name).observe(
-                time.perf_counter() - t0
-            )
+            metrics.upstream_latency.labels(lease.backend.name).observe(time.perf_counter() - t0)
             settle(end)
 
     async def chunks() -> AsyncIterator[bytes]:
