@@ -288,7 +288,12 @@ class GatewayMiddleware:
             "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
         record.update(ctx.log_fields())
-        access_log.info(orjson.dumps(record).decode())
+        # makeRecord + handle: what ``info`` does, less its walk up the stack for the
+        # caller's file and line (a third of its cost; an access line has no caller).
+        line = orjson.dumps(record).decode()
+        access_log.handle(
+            access_log.makeRecord(access_log.name, logging.INFO, "", 0, line, (), None)
+        )
 
 
 def _body_limits(settings: Settings, policy: RoutePolicy, path: str) -> tuple[int, float]:

@@ -208,10 +208,14 @@ class VLLMBackend:
         body: bytes,
         client_timeout: aiohttp.ClientTimeout,
         *,
-        header_timeout: float,
+        header_timeout: float | None,
     ) -> aiohttp.ClientResponse:
+        """POST ``body``; until the headers arrive within ``header_timeout`` (+ connect), or
+        None: the caller's own deadline bounds it."""
         try:
-            async with asyncio.timeout(header_timeout + self.timeouts.connect):
+            async with asyncio.timeout(
+                None if header_timeout is None else header_timeout + self.timeouts.connect
+            ):
                 return await self.session.post(
                     self.url + path, data=body, headers=JSON_HEADERS, timeout=client_timeout
                 )
@@ -226,10 +230,12 @@ class VLLMBackend:
 
     async def _post(self, path: str, body: bytes) -> bytes:
         t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+        # One deadline for the whole exchange (a timer per request on the hot path, not
+        # three): aiohttp's own bounds only the connect.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
         try:
             async with asyncio.timeout(t.total):
-                resp = await self._send(path, body, timeout, header_timeout=t.total)
+                resp = await self._send(path, body, timeout, header_timeout=None)
                 try:
                     data = await resp.read()
                 finally:

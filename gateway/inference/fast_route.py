@@ -32,6 +32,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway.deps import InferenceCall, call_for, inference_call
 
@@ -95,7 +96,23 @@ Endpoint = Callable[[Any, InferenceCall], Awaitable[Response]]
 
 
 class InferenceRoute(APIRoute):
-    """An ``APIRoute`` for ``async def endpoint(request: <BaseModel>, call: Inference)``."""
+    """An ``APIRoute`` for ``async def endpoint(request: <BaseModel>, call: Inference)``.
+
+    Its ASGI app calls the handler and sends its response, without FastAPI's per-request
+    wrapper (two ``AsyncExitStack`` for dependencies with ``yield``, which these
+    endpoints have none of, and a second exception-handling layer): an exception goes to
+    the application's exception handlers, as from any route.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handle = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handle(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         body_params = self.dependant.body_params
