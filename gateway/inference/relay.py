@@ -3,9 +3,9 @@
 The status was sent before the first chunk, so a stream that breaks afterwards (the
 engine stalls, closes early, sends a line over aiohttp's limit, or anything else goes
 wrong) ends with exactly one ``data: {"error": ...}`` event, never with an invented
-``finish_reason``. ``StreamReply.finish`` runs once whatever happens: it closes the
-upstream connection (so vLLM aborts the generation), gives the backend lease back and
-settles the request's accounting.
+``finish_reason``. ``StreamRelay`` holds one stream's state; its ``finish`` runs once
+whatever happens: it closes the upstream connection (so vLLM aborts the generation),
+gives the backend lease back and settles the request's accounting.
 
 Tokens are counted as they stream, so a stream that ends early is still debited. vLLM
 sends about one token per chunk and choice, so each chunk choice that carries content
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import Histogram
 
 from adapters.errors import GatewayError, UpstreamError
 from gateway.context import RequestContext
@@ -82,79 +83,76 @@ def delta_tokens(data: bytes) -> int:
     return n
 
 
-def relay_stream(
-    upstream: UpstreamStream,
-    lease: Lease,
-    *,
-    metrics: GatewayMetrics,
-    ctx: RequestContext,
-    headers: dict[str, str],
-    wants_usage: bool,
-    rename: tuple[bytes, bytes],
-    watch: StreamCheck | None,
-    settle: Callable[[StreamEnd], None],
-) -> StreamReply:
-    """The reply relaying ``upstream``; ``settle`` runs once the stream has ended."""
-    lab = (ctx.route_label, ctx.adapter_label)
-    t0 = upstream.started
-    end = StreamEnd()
+class StreamRelay:
+    """Owns relaying one engine stream: the upstream, its lease, and what the stream told.
 
-    async def finish() -> None:
-        lease.release()
-        try:
-            await upstream.close()
-        finally:
-            metrics.upstream_latency.labels(lease.backend.name).observe(time.perf_counter() - t0)
-            settle(end)
+    ``chunks`` yields the bytes to send and ends with one error event if the stream
+    breaks; ``finish`` closes the upstream, gives the lease back, records the upstream
+    latency and calls ``settle`` with the ``StreamEnd``, once, whichever runs it first.
+    """
 
-    async def chunks() -> AsyncIterator[bytes]:
-        itl = metrics.itl.labels(*lab)
-        first = True
-        last = 0.0
-        pending = b""
+    __slots__ = (
+        "_itl",
+        "_last_at",
+        "_pending",
+        "ctx",
+        "end",
+        "finished",
+        "labels",
+        "lease",
+        "metrics",
+        "rename",
+        "settle",
+        "started",
+        "upstream",
+        "wants_usage",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        upstream: UpstreamStream,
+        lease: Lease,
+        *,
+        metrics: GatewayMetrics,
+        ctx: RequestContext,
+        wants_usage: bool,
+        rename: tuple[bytes, bytes],
+        watch: StreamCheck | None,
+        settle: Callable[[StreamEnd], None],
+    ) -> None:
+        self.upstream = upstream
+        self.lease = lease
+        self.metrics = metrics
+        self.ctx = ctx
+        self.wants_usage = wants_usage  # the caller asked for usage; else its chunk is dropped
+        self.rename = rename  # (engine's model name, the caller's), JSON-encoded
+        self.watch = watch
+        self.settle = settle
+        self.labels = (ctx.route_label, ctx.adapter_label)
+        self.started = upstream.started
+        self.end = StreamEnd()
+        self.finished = False
+        self._itl: Histogram | None = None  # labelled when relaying starts, as it always was
+        self._last_at: float | None = None  # when the last chunk arrived; None before the first
+        self._pending = b""  # the data line waiting for the blank line that ends its event
+
+    def reply(self, headers: dict[str, str]) -> StreamReply:
+        """The reply to send: these chunks, with ``headers`` that keep proxies from buffering."""
+        headers = {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamReply(self.chunks(), headers, self.finish)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The events to send, ending with one error event if the stream breaks."""
+        ctx = self.ctx
+        self._itl = self.metrics.itl.labels(*self.labels)
         try:
-            async for line in upstream.lines():
-                if line == b"\n":
-                    if pending:
-                        yield pending + b"\n"
-                        pending = b""
-                    continue
-                if not line.startswith(b"data:"):
-                    continue  # comments and other fields carry nothing for clients
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    end.done = True
-                    if watch is not None and (held := watch.flush()):
-                        yield sse_events(held, rename)
-                    pending = line
-                    continue
-                if b'"usage"' in data and b'"choices":[]' in data:
-                    end.usage = orjson.loads(data).get("usage")
-                    if watch is not None and (held := watch.flush()):
-                        yield sse_events(held, rename)
-                    if not wants_usage:
-                        continue
-                else:
-                    now = time.perf_counter()
-                    if first:
-                        first = False
-                        ttft = now - t0
-                        ctx.ttft_ms = round(ttft * 1000, 2)
-                        cache = "cold" if ctx.cold else "warm"
-                        metrics.ttft.labels(*lab, cache).observe(ttft)
-                    else:
-                        itl.observe(now - last)
-                    last = now
-                    end.generated += delta_tokens(data)
-                    # With working fields, content is held back until it is whole.
-                    if watch is not None and (out := watch.feed(data)) is not None:
-                        if out:
-                            yield sse_events(out, rename)
-                        continue
-                pending = line.replace(*rename, 1)
-            if pending:
-                yield pending + b"\n"
-            if not end.done:
+            async for line in self.upstream.lines():
+                if (out := self._on_line(line)) is not None:
+                    yield out
+            if self._pending:
+                yield self._pending + b"\n"
+            if not self.end.done:
                 ctx.error_type = "upstream_error"
                 yield sse_error(
                     UpstreamError(
@@ -175,5 +173,60 @@ def relay_stream(
             ctx.error_type = "server_error"
             yield sse_error(GatewayError("The gateway hit an internal error."))
 
-    headers = {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamReply(chunks(), headers, finish)
+    def _on_line(self, line: bytes) -> bytes | None:
+        """What one upstream line sends now; None for nothing (yet)."""
+        if line == b"\n":  # the end of an event: send the data line it held
+            event, self._pending = self._pending, b""
+            return event + b"\n" if event else None
+        if not line.startswith(b"data:"):
+            return None  # comments and other fields carry nothing for clients
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.end.done = True
+            held = self._flush()
+            self._pending = line
+            return held
+        if b'"usage"' in data and b'"choices":[]' in data:
+            self.end.usage = orjson.loads(data).get("usage")
+            held = self._flush()
+            if self.wants_usage:
+                self._pending = line.replace(*self.rename, 1)
+            return held
+        self._on_chunk(data)
+        # With working fields, content is held back until it is whole.
+        if self.watch is not None and (out := self.watch.feed(data)) is not None:
+            return sse_events(out, self.rename) if out else None
+        self._pending = line.replace(*self.rename, 1)
+        return None
+
+    def _flush(self) -> bytes | None:
+        """The answers the watch still holds, now that no more content will come."""
+        if self.watch is not None and (held := self.watch.flush()):
+            return sse_events(held, self.rename)
+        return None
+
+    def _on_chunk(self, data: bytes) -> None:
+        """Time a chunk of the answer and count its tokens."""
+        now = time.perf_counter()
+        if self._last_at is None:
+            ttft = now - self.started
+            self.ctx.ttft_ms = round(ttft * 1000, 2)
+            cache = "cold" if self.ctx.cold else "warm"
+            self.metrics.ttft.labels(*self.labels, cache).observe(ttft)
+        elif self._itl is not None:
+            self._itl.observe(now - self._last_at)
+        self._last_at = now
+        self.end.generated += delta_tokens(data)
+
+    async def finish(self) -> None:
+        """Close the upstream, give the lease back and settle; later calls do nothing."""
+        if self.finished:
+            return
+        self.finished = True
+        self.lease.release()
+        try:
+            await self.upstream.close()
+        finally:
+            elapsed = time.perf_counter() - self.started
+            self.metrics.upstream_latency.labels(self.lease.backend.name).observe(elapsed)
+            self.settle(self.end)

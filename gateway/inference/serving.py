@@ -36,7 +36,7 @@ from gateway.inference.projection import (
     stream_check,
 )
 from gateway.inference.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.inference.relay import StreamEnd, StreamReply, relay_stream, sse_error
+from gateway.inference.relay import StreamEnd, StreamRelay, StreamReply, sse_error
 from gateway.inference.upstream import send_to_engine
 from gateway.settings import ApiKey
 from gateway.state import GatewayState
@@ -320,14 +320,14 @@ class InferenceService:
             if watch is not None and (ok := watch.verdict(end.done)) is not None:
                 self._record_schema(ctx, ok)
 
-        return relay_stream(
+        relay = StreamRelay(
             upstream,
             lease,
             metrics=self.gw.metrics,
             ctx=ctx,
-            headers=headers,
             wants_usage=wants_usage,
             rename=rename,
             watch=watch,
             settle=settle,
         )
+        return relay.reply(headers)
