@@ -9,7 +9,9 @@ catches anything of ours and nothing of a library's. Its branches:
     LoraGatewayError
     ├── GatewayError                 what a client may see (below)
     ├── EngineError                  router/backend.py: talking to a vLLM server
-    ├── EngineLaunchError            engine/launcher.py: starting one (also RuntimeError)
+    ├── ProcessStartError            engine/process.py: a child process did not start or
+    │   │                            become ready (also RuntimeError)
+    │   └── EngineLaunchError        engine/launcher.py: the vLLM server, or its settings
     ├── EvalReportError              adapters/promotion.py (also ValueError)
     ├── AdminAPIError                gateway/admin_client.py: the admin API refused a call
     ├── RoutesNotConfigured          gateway/route_sync.py (also RuntimeError)

@@ -10,8 +10,10 @@
    the same prompt and schema on its held-out test split, through the gateway).
 
 The demo wing drives the stack from above: it starts the engine and the gateway as
-processes (the gateway through its own thin CLI, ``gateway.cli``), and imports training,
-the demo adapters and the engine launcher inside the functions that need them.
+processes supervised by the engine wing (``engine.launcher``, ``engine.process``; the
+gateway through its own thin CLI, ``gateway.cli``), so a failed start ends in one error
+with the log's tail and stopping leaves no process behind. It imports training and the
+demo adapters inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from engine.launcher import EngineConfig, EngineProcess
+from engine.process import ManagedProcess
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 
 STATE = Path(".state")
@@ -42,32 +45,19 @@ class DemoStack:
     """The running demo stack: the gateway's URL and the two processes behind it."""
 
     url: str
-    gateway: subprocess.Popen[bytes]
-    engine: Any
-    gateway_log: Path
+    gateway: ManagedProcess
+    engine: EngineProcess
+
+    @property
+    def gateway_log(self) -> Path:
+        return self.gateway.log
 
     def alive(self) -> bool:
-        proc = self.engine.proc
-        return self.gateway.poll() is None and proc is not None and proc.poll() is None
+        return self.gateway.exited() is None and self.engine.exited() is None
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, bound: float = 60) -> None:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise RuntimeError(f"the gateway exited with code {proc.returncode}:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise RuntimeError(f"the gateway did not become ready at {url}; see {log}")
-
-
-def start_gateway(
-    port: int, engine_url: str, model_dir: Path
-) -> tuple[subprocess.Popen[bytes], Path]:
-    log = STATE / "gateway.log"
+def gateway_process(port: int, engine_url: str, model_dir: Path) -> ManagedProcess:
+    """The demo gateway (``serve --demo``) in front of ``engine_url``, logging to .state/."""
     env = dict(os.environ)
     env.update(
         {
@@ -77,16 +67,8 @@ def start_gateway(
             "LORA_GATEWAY_PORT": str(port),
         }
     )
-    with log.open("wb") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--demo"],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return proc, log
+    argv = [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--demo"]
+    return ManagedProcess("gateway", argv, env=env, log=STATE / "gateway.log")
 
 
 def ask_each_route(url: str, console: Console) -> list[str]:
@@ -149,7 +131,6 @@ def demo_stack(
 
     ``tasks`` limits the adapters checked and registered (default: all three)."""
     from demo.adapters import DEMO_ADAPTERS, ensure_demo_adapters
-    from engine.launcher import EngineConfig, EngineLaunchError, EngineProcess
     from training.base_model import ensure_base_model
 
     STATE.mkdir(exist_ok=True)
@@ -164,16 +145,16 @@ def demo_stack(
     engine = EngineProcess(
         EngineConfig(model=str(model_dir), port=engine_port), log_path=STATE / "engine.log"
     )
-    gateway: subprocess.Popen[bytes] | None = None
+    gateway = gateway_process(port, engine.config.url, model_dir)
     try:
         engine.start()
         with console.status(f"starting vLLM (about a minute); log {STATE / 'engine.log'}"):
             engine.wait_ready()
         console.print(f"engine ready at {engine.config.url}")
         console.rule("4/5 gateway")
-        gateway, glog = start_gateway(port, engine.config.url, model_dir)
+        gateway.start()
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/health/ready", gateway, glog)
+        gateway.wait_ready(url + "/health/ready", bound_s=60)
         console.print(
             f"gateway ready at {url} (inference key {DEMO_INFERENCE_KEY}, "
             f"admin key {DEMO_ADMIN_KEY})"
@@ -191,16 +172,9 @@ def demo_stack(
                 except AdminAPIError as exc:
                     raise RuntimeError(f"uploading {name} was refused: {exc}") from None
                 console.print(f"{task} → {done.id} ({'new' if done.created else 'known'})")
-        yield DemoStack(url=url, gateway=gateway, engine=engine, gateway_log=glog)
-    except EngineLaunchError as exc:
-        raise RuntimeError(str(exc)) from exc
+        yield DemoStack(url=url, gateway=gateway, engine=engine)
     finally:
-        if gateway is not None and gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        gateway.stop(grace_s=30)
         engine.stop()
 
 
@@ -250,9 +224,15 @@ def evaluate_demo(
             write_jsonl(data, generate(task, spec.n, seed=spec.seed, split="test"))
             console.rule(f"evaluate {task}: {spec.n} test records, seed {spec.seed}")
             _, where = evaluate_served(
-                stack.url, task, data, out_dir=TRAINED / task / "eval", limit=limit,
-                arms=("prompt-only", "adapter"), api_key=DEMO_INFERENCE_KEY,
-                admin_key=DEMO_ADMIN_KEY, console=console,
+                stack.url,
+                task,
+                data,
+                out_dir=TRAINED / task / "eval",
+                limit=limit,
+                arms=("prompt-only", "adapter"),
+                api_key=DEMO_INFERENCE_KEY,
+                admin_key=DEMO_ADMIN_KEY,
+                console=console,
             )
             console.print((where / "eval.md").read_text(), markup=False, highlight=False)
             out[task] = where

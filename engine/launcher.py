@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.errors import LoraGatewayError
+from engine.process import ManagedProcess, ProcessStartError
 
 # vLLM 0.32.0 accepts exactly these (vllm/config/lora.py: MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -34,8 +30,12 @@ PRODUCTION_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 CPU_MAX_MODEL_LEN = 2048
 
 
-class EngineLaunchError(LoraGatewayError, RuntimeError):
-    """The engine could not be started; the message says why and what to do."""
+class EngineLaunchError(ProcessStartError):
+    """The engine could not be started; the message says why and what to do.
+
+    A :class:`~engine.process.ProcessStartError`, so also a ``LoraGatewayError`` and a
+    ``RuntimeError``.
+    """
 
 
 @dataclass
@@ -163,95 +163,47 @@ class EngineConfig:
         return env
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
 class EngineProcess:
-    """Owns one running vLLM server process group and its log file."""
+    """Owns one vLLM server: its settings, checked before start, and its supervised process.
+
+    The process group, its log and the wait for ``/health`` belong to a
+    :class:`~engine.process.ManagedProcess`; this class builds vLLM's command line and
+    environment (at each start, so the environment of that moment counts).
+    """
 
     def __init__(self, config: EngineConfig, *, log_path: Path) -> None:
         self.config = config
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess("vLLM", [], log=log_path, error=EngineLaunchError)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def exited(self) -> int | None:
+        return self.process.exited()
 
     def start(self) -> None:
         self.config.validate()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                self.config.command(),
-                env=self.config.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise EngineLaunchError(f"cannot start {self.config.python}: {exc.strerror}") from exc
-        finally:
-            log.close()
+        self.process.argv = self.config.command()
+        self.process.env = self.config.environment()
+        self.process.start()
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.config.url + "/health", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError, TimeoutError):
-            return False
-
-    def wait_ready(
-        self, timeout: float = 600.0, *, tick: Callable[[float], None] | None = None
-    ) -> None:
-        assert self.proc is not None, "start() first"
-        t0 = time.monotonic()
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise EngineLaunchError(
-                    f"vLLM exited with code {code} during start-up. Last lines of "
-                    f"{self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if self.healthy():
-                return
-            waited = time.monotonic() - t0
-            if waited > timeout:
-                self.stop()
-                raise EngineLaunchError(
-                    f"vLLM did not become healthy within {timeout:.0f}s. Last lines of "
-                    f"{self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if tick:
-                tick(waited)
-            time.sleep(0.5)
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Wait for ``/health``; on failure the group is stopped and the log's tail shown."""
+        self.process.wait_ready(self.config.url + "/health", timeout)
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left after ``grace``."""
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        # vLLM's engine core runs in child processes: make sure none survives.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        self.process.stop(grace)
 
     def kill(self) -> None:
         """SIGKILL the group at once (used by fault tests)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self.process.kill()
 
 
 @contextlib.contextmanager

@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 from rich.markup import escape
 
+from engine.process import ManagedProcess, ProcessStartError, free_port
 from load_tests.errors import LoadTestError
-from load_tests.stack import ManagedProcess, StackError, free_port
 
 Say = Callable[[str], None]  # takes rich markup, as the bench's console does
 
@@ -341,8 +341,8 @@ def litellm_peer(
         say(f"starting the LiteLLM proxy {venv.version} on {url}; log {proc.log}")
         try:
             proc.start()
-            proc.wait_http(url + "/health/liveliness", bound_s=bound_s)
-        except StackError as exc:
+            proc.wait_ready(url + "/health/liveliness", bound_s=bound_s)
+        except ProcessStartError as exc:
             raise PeerUnavailable(f"the LiteLLM proxy did not start: {exc}") from None
         say(f"LiteLLM proxy ready at {url}")
         yield Peer("litellm", venv.version, url, MASTER_KEY, proc.pid or 0, proc.log, config)

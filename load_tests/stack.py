@@ -25,18 +25,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.process import ManagedProcess, ProcessStartError, free_port
 from gateway.admin_client import AdminAPIError, AdminClient
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 from load_tests.errors import LoadTestError
@@ -111,85 +106,6 @@ class Stack:
         return self.many_models[:4]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class ManagedProcess:
-    """Owns one child process, started in its own process group, and its log file."""
-
-    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log: Path):
-        self.name = name
-        self.argv = list(argv)
-        self.env = dict(env)
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as f:
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv,
-                    env=self.env,
-                    stdout=f,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise StackError(f"{self.name}: cannot start {self.argv[0]}: {exc}") from None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def wait_http(self, url: str, *, bound_s: float) -> None:
-        """Poll ``url`` until it answers 200; fail with the log's tail if the process dies."""
-        deadline = time.monotonic() + bound_s
-        while True:
-            code = self.exited()
-            if code is not None:
-                raise StackError(
-                    f"{self.name} exited with code {code} during start-up; last lines of "
-                    f"{self.log}:\n{_tail(self.log)}"
-                )
-            with contextlib.suppress(urllib.error.URLError, OSError, TimeoutError):
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise StackError(f"{self.name} was not ready at {url} within {bound_s:.0f} s")
-            time.sleep(0.2)
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the whole group, SIGKILL whatever is left after ``grace_s``."""
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-        # Children of the leader (e.g. workers) may outlive it: the group goes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
-
 def gateway_env(
     *, port: int, backend_url: str, model_dir: Path, work_dir: Path, max_loras: int
 ) -> dict[str, str]:
@@ -218,7 +134,7 @@ def gateway_process(env: Mapping[str, str], log: Path) -> ManagedProcess:
 
 def fake_upstream_process(port: int, log: Path) -> ManagedProcess:
     argv = [sys.executable, "-m", "engine.fake", "--port", str(port)]
-    return ManagedProcess("fake engine", argv, env=dict(os.environ), log=log)
+    return ManagedProcess("fake engine", argv, log=log)
 
 
 def _upload(admin: AdminClient, files: AdapterFiles, *, name: str, alias: str | None = None) -> str:
@@ -263,6 +179,45 @@ def register_adapters(admin: AdminClient, spec: StackSpec, stack: Stack, say: Sa
         say(f"{len(stack.many_models)} versions of {MANY_NAME} registered")
 
 
+def _start_upstream(
+    spec: StackSpec, logs: Path, stoppers: list[Callable[[], None]], say: Say
+) -> tuple[str, int, Path]:
+    """Start the upstream and wait for it; returns its URL, its pid and its log."""
+    if spec.upstream == "vllm":
+        from engine.launcher import EngineConfig, EngineProcess
+
+        engine = EngineProcess(
+            EngineConfig(
+                model=str(spec.model_dir),
+                port=free_port(),
+                max_loras=spec.max_loras,
+                max_cpu_loras=spec.max_loras,
+            ),
+            log_path=logs / "engine.log",
+        )
+        stoppers.append(engine.stop)
+        say(f"starting vLLM on {engine.config.url} (about a minute); log {engine.log_path}")
+        engine.start()
+        engine.wait_ready(spec.engine_timeout_s)
+        return engine.config.url, engine.pid or 0, engine.log_path
+    port = free_port()
+    fake = fake_upstream_process(port, logs / "fake-engine.log")
+    stoppers.append(fake.stop)
+    fake.start()
+    url = f"http://127.0.0.1:{port}"
+    fake.wait_ready(url + "/health", bound_s=30)
+    return url, fake.pid or 0, fake.log
+
+
+@contextlib.contextmanager
+def _as_stack_error() -> Iterator[None]:
+    """A process of the stack that fails to start is a StackError, with the same message."""
+    try:
+        yield
+    except ProcessStartError as exc:
+        raise StackError(str(exc)) from None
+
+
 @contextlib.contextmanager
 def bench_stack(spec: StackSpec, *, work_dir: Path, say: Say | None = None) -> Iterator[Stack]:
     """Start the upstream and the gateway, register adapters; stop everything on exit."""
@@ -273,49 +228,22 @@ def bench_stack(spec: StackSpec, *, work_dir: Path, say: Say | None = None) -> I
     logs = work_dir / "logs"
     stoppers: list[Callable[[], None]] = []
     try:
-        if spec.upstream == "vllm":
-            from engine.launcher import EngineConfig, EngineLaunchError, EngineProcess
-
-            engine = EngineProcess(
-                EngineConfig(
-                    model=str(spec.model_dir),
-                    port=free_port(),
-                    max_loras=spec.max_loras,
-                    max_cpu_loras=spec.max_loras,
-                ),
-                log_path=logs / "engine.log",
-            )
-            stoppers.append(engine.stop)
-            say(f"starting vLLM on {engine.config.url} (about a minute); log {engine.log_path}")
-            try:
-                engine.start()
-                engine.wait_ready(spec.engine_timeout_s)
-            except EngineLaunchError as exc:
-                raise StackError(str(exc)) from None
-            upstream_url, upstream_log = engine.config.url, engine.log_path
-            upstream_pid = engine.proc.pid if engine.proc is not None else 0
-        else:
+        with _as_stack_error():
+            upstream_url, upstream_pid, upstream_log = _start_upstream(spec, logs, stoppers, say)
+            say(f"{spec.upstream} upstream ready at {upstream_url}")
             port = free_port()
-            fake = fake_upstream_process(port, logs / "fake-engine.log")
-            stoppers.append(fake.stop)
-            fake.start()
-            upstream_url = f"http://127.0.0.1:{port}"
-            fake.wait_http(upstream_url + "/health", bound_s=30)
-            upstream_pid, upstream_log = fake.pid or 0, fake.log
-        say(f"{spec.upstream} upstream ready at {upstream_url}")
-        port = free_port()
-        env = gateway_env(
-            port=port,
-            backend_url=upstream_url,
-            model_dir=spec.model_dir,
-            work_dir=work_dir,
-            max_loras=spec.max_loras,
-        )
-        gw = gateway_process(env, logs / "gateway.log")
-        stoppers.append(gw.stop)
-        gw.start()
-        gateway_url = f"http://127.0.0.1:{port}"
-        gw.wait_http(gateway_url + "/health/ready", bound_s=60)
+            env = gateway_env(
+                port=port,
+                backend_url=upstream_url,
+                model_dir=spec.model_dir,
+                work_dir=work_dir,
+                max_loras=spec.max_loras,
+            )
+            gw = gateway_process(env, logs / "gateway.log")
+            stoppers.append(gw.stop)
+            gw.start()
+            gateway_url = f"http://127.0.0.1:{port}"
+            gw.wait_ready(gateway_url + "/health/ready", bound_s=60)
         say(f"gateway ready at {gateway_url}")
         stack = Stack(
             upstream=spec.upstream,

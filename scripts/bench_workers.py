@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,28 +21,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from engine.process import ManagedProcess, ProcessStartError, free_port
 
 BODY = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 KEY = {"Authorization": "Bearer demo-inference-key"}
-
-
-def wait_ready(url: str, bound: float = 60) -> None:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become ready")
 
 
 def tree_cpu(pid: int) -> float:
@@ -67,49 +48,50 @@ async def load(url: str, headers: dict[str, str], seconds: float, clients: int =
     return done
 
 
+def gateway_arm(fake_url: str, workers: int, seconds: float, tmp: Path) -> tuple[float, float]:
+    """Requests/s and gateway CPU seconds per request with ``workers`` worker processes."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_GATEWAY_")}
+    env.update(
+        LORA_GATEWAY_STORE=str(tmp / "store"),
+        LORA_GATEWAY_RATE_LIMIT_RPM="10000000",
+        LORA_GATEWAY_MAX_IN_FLIGHT="4096",
+        LORA_GATEWAY_MAX_IN_FLIGHT_PER_KEY="4096",
+    )
+    cmd = [sys.executable, "-c", "from gateway.cli import main; main()", "serve"]
+    cmd += ["--demo", "--port", str(port), "--backend", fake_url]
+    cmd += ["--workers", str(workers)]
+    url = f"http://127.0.0.1:{port}"
+    with ManagedProcess("gateway", cmd, env=env, log=tmp / "gateway.log") as gw:
+        gw.wait_ready(url + "/health/ready", bound_s=60)
+        asyncio.run(load(url, KEY, 2.0))  # warm
+        assert gw.pid is not None
+        cpu0 = tree_cpu(gw.pid)
+        n = asyncio.run(load(url, KEY, seconds))
+        return n / seconds, (tree_cpu(gw.pid) - cpu0) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
     fport = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "engine.fake", "--port", str(fport)])
     fake_url = f"http://127.0.0.1:{fport}"
-    rows = []
+    rows: list[tuple[str, float, float | None]] = []
     try:
-        wait_ready(fake_url + "/health")
-        n = asyncio.run(load(fake_url, {}, args.seconds))
-        direct = n / args.seconds
-        rows.append(("direct", direct, None))
-        for workers in (1, 2):
-            port = free_port()
-            with tempfile.TemporaryDirectory() as tmp:
-                env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_GATEWAY_")}
-                env.update(
-                    LORA_GATEWAY_STORE=str(Path(tmp) / "store"),
-                    LORA_GATEWAY_RATE_LIMIT_RPM="10000000",
-                    LORA_GATEWAY_MAX_IN_FLIGHT="4096",
-                    LORA_GATEWAY_MAX_IN_FLIGHT_PER_KEY="4096",
-                )
-                cmd = [sys.executable, "-c", "from gateway.cli import main; main()", "serve"]
-                cmd += ["--demo", "--port", str(port), "--backend", fake_url]
-                cmd += ["--workers", str(workers)]
-                gw = subprocess.Popen(
-                    cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-                url = f"http://127.0.0.1:{port}"
-                try:
-                    wait_ready(url + "/health/ready")
-                    asyncio.run(load(url, KEY, 2.0))  # warm
-                    cpu0 = tree_cpu(gw.pid)
-                    n = asyncio.run(load(url, KEY, args.seconds))
-                    cpu = (tree_cpu(gw.pid) - cpu0) / n
-                    rows.append((f"gateway, {workers} worker(s)", n / args.seconds, cpu))
-                finally:
-                    gw.terminate()
-                    gw.wait(60)
-    finally:
-        fake.terminate()
-        fake.wait(10)
+        with tempfile.TemporaryDirectory() as tmp:
+            fake_argv = [sys.executable, "-m", "engine.fake", "--port", str(fport)]
+            with ManagedProcess("fake engine", fake_argv, log=Path(tmp) / "fake.log") as fake:
+                fake.wait_ready(fake_url + "/health", bound_s=60)
+                n = asyncio.run(load(fake_url, {}, args.seconds))
+                direct = n / args.seconds
+                rows.append(("direct", direct, None))
+                for workers in (1, 2):
+                    arm = Path(tmp) / f"gateway-{workers}"
+                    rps, cpu = gateway_arm(fake_url, workers, args.seconds, arm)
+                    rows.append((f"gateway, {workers} worker(s)", rps, cpu))
+    except ProcessStartError as exc:
+        raise SystemExit(str(exc)) from None
     print(f"{os.cpu_count()} cores; {args.seconds:g} s per arm")
     print("| arm | req/s at 32 clients | × direct | gateway CPU ms/request |")
     print("|---|---:|---:|---:|")

@@ -160,6 +160,7 @@ def test_the_probe_sees_the_tree() -> None:
         ("adapters.errors", "AdapterValidationError"),
         ("router.backend", "EngineHTTPError"),
         ("engine.launcher", "EngineLaunchError"),
+        ("engine.process", "ProcessStartError"),
         ("gateway.admin_client", "AdminConnectionError"),
         ("training.errors", "HardwareError"),
         ("load_tests.errors", "LoadTestError"),
