@@ -24,7 +24,7 @@ from load_tests.stack import (
     StackSpec,
     bench_stack,
 )
-from tests.support import INFERENCE, TINY_CONFIG, write_tiny_adapter
+from tests.support import ADMIN, INFERENCE, TINY_CONFIG, write_tiny_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,12 @@ def test_fake_stack_registers_adapters_answers_and_stops_everything(
         assert r.headers["x-adapter-version"] == "invoice-parser@1"
         answer = json.loads(r.json()["choices"][0]["message"]["content"])
         assert answer["date"] == "0000-00-00" and answer["currency"] == "AAA"  # schema-valid
+        # Every route still checks its answers but passes a cut one on, new version, same rest
+        routes = httpx.get(stack.gateway_url + "/v1/routes", headers=ADMIN).json()["routes"]
+        assert {r["name"]: (r["on_schema_invalid"], r["version"]) for r in routes} == {
+            name: ("pass", 2) for name in DEMO_ADAPTER_NAMES
+        }
+        assert all(r["json_schema"] and r["working_fields"] is not None for r in routes)
     assert all(_gone(pid) for pid in pids.values())
     assert any("gateway ready" in m for m in messages)
     assert (tmp_path / "work" / "logs" / "gateway.log").exists()

@@ -1,0 +1,162 @@
+"""Where the gateway's CPU per request goes against what it cannot avoid: one run, the same
+sequential keep-alive client, four servers in front of (or being) the fast fake engine.
+
+- ``fake engine``: the fake itself, called directly (its own cost);
+- ``uvicorn, fixed answer``: a bare ASGI app on uvicorn (uvloop, httptools) that reads the
+  body and answers a constant: the HTTP server's floor;
+- ``uvicorn + aiohttp pass-through``: the same server relaying each request to the fake
+  with aiohttp and its answer back, no logic: the floor of any proxy built on the two
+  libraries the gateway uses;
+- ``lora-gateway``: the demo stack's gateway, route requests (key check, validation, the
+  route's prompt and schema, placement, the answer checked against the schema, metrics,
+  the access log), the three demo request types in turn.
+
+Rounds alternate the arms so that they share the machine's state; each arm's figure is
+the server process's CPU time (user + system, from /proc) over its requests. The client
+is a bare asyncio stream client so that it costs the servers little.
+Run: ``.venv/bin/python scripts/bench_proxy_floor.py``; the figures are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import psutil
+
+from engine.process import ManagedProcess, ProcessStartError, free_port
+from load_tests.bench_adapters import demo_adapters
+from load_tests.stack import StackSpec, bench_stack
+from training.base_model import ensure_base_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = {
+    "shipment-classification": "Carrier NRX-442, 12 crates of frozen salmon, Oslo to Bergen, "
+    "463 km, express.",
+    "invoice-parsing": "INVOICE INV-2231 from Acme GmbH, 2026-03-01, EUR. 2x widgets at 10.00. "
+    "Total 20.00",
+    "route-optimization": "Lanes: L1 Oslo-Bergen 463 km, on time 92%; L2 Oslo-Trondheim "
+    "500 km, on time 81%.",
+}
+
+
+class Arm:
+    """One server under test: where to send, what, and whose CPU to count."""
+
+    def __init__(self, name: str, port: int, pid: int, bodies: list[bytes], key: str = ""):
+        self.name, self.port, self.pid, self.bodies, self.key = name, port, pid, bodies, key
+        self.cpu_s = 0.0
+        self.requests = 0
+        self.latencies: list[float] = []
+
+
+def cpu_of(pid: int) -> float:
+    proc = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+
+
+async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", arm.port)
+    auth = f"authorization: Bearer {arm.key}\r\n".encode() if arm.key else b""
+    requests = [
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json"
+        b"\r\n" + auth + b"content-length: %d\r\n\r\n" % len(body) + body
+        for body in arm.bodies
+    ]
+    cpu0 = cpu_of(arm.pid)
+    for i in range(n):
+        t0 = time.perf_counter()
+        writer.write(requests[i % len(requests)])
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"{arm.name}: {head.decode(errors='replace').splitlines()[0]}")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        if measure:
+            arm.latencies.append(time.perf_counter() - t0)
+    if measure:
+        arm.cpu_s += cpu_of(arm.pid) - cpu0
+        arm.requests += n
+    writer.close()
+
+
+def body(model: str, prompt: str) -> bytes:
+    chat = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 32}
+    return orjson.dumps(chat)
+
+
+def uvicorn_app(app: str, upstream: str, log: Path) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", f"proxy_floor_apps:{app}", "--app-dir"]
+    argv += [str(ROOT / "scripts"), "--port", str(port), "--loop", "uvloop"]
+    argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    proc = ManagedProcess(app, argv, log=log, env={**os.environ, "FLOOR_UPSTREAM": upstream})
+    proc.start()
+    proc.wait_ready(f"http://127.0.0.1:{port}/health", bound_s=30)
+    return proc, port
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=2000, help="Per arm and round.")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    model_dir = ensure_base_model()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        adapters = demo_adapters(model_dir, tmp / "adapters")
+        stoppers: list[Callable[[], None]] = []
+        try:
+            with bench_stack(StackSpec("fake", model_dir, adapters), work_dir=tmp / "stack") as st:
+                fake_port = int(st.direct_url.rsplit(":", 1)[1])
+                direct = [body(st.direct_models[t], p) for t, p in PROMPTS.items()]
+                routed = [body(t, p) for t, p in PROMPTS.items()]
+                floor, floor_port = uvicorn_app("floor", st.direct_url, tmp / "floor.log")
+                stoppers.append(floor.stop)
+                proxy, proxy_port = uvicorn_app("proxy", st.direct_url, tmp / "proxy.log")
+                stoppers.append(proxy.stop)
+                assert floor.pid is not None and proxy.pid is not None
+                arms = [
+                    Arm("fake engine", fake_port, st.pids["upstream"], direct),
+                    Arm("uvicorn, fixed answer", floor_port, floor.pid, direct),
+                    Arm("uvicorn + aiohttp pass-through", proxy_port, proxy.pid, direct),
+                    Arm(
+                        "lora-gateway",
+                        int(st.gateway_url.rsplit(":", 1)[1]),
+                        st.pids["gateway"],
+                        routed,
+                        key=st.inference_key,
+                    ),
+                ]
+                for arm in arms:
+                    asyncio.run(run_arm(arm, 300, measure=False))  # warm-up
+                for _ in range(args.rounds):
+                    for arm in arms:
+                        asyncio.run(run_arm(arm, args.requests, measure=True))
+        except ProcessStartError as exc:
+            raise SystemExit(str(exc)) from None
+        finally:
+            for stop in stoppers:
+                stop()
+    print(f"{os.cpu_count()} cores; {args.rounds} rounds of {args.requests} requests per arm")
+    print("| server | CPU ms/request | p50 ms |")
+    print("|---|---:|---:|")
+    for arm in arms:
+        p50 = statistics.median(arm.latencies) * 1000
+        print(f"| {arm.name} | {arm.cpu_s * 1000 / arm.requests:.3f} | {p50:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
