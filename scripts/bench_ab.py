@@ -24,21 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+from bench_proxy_floor import PROMPTS, cpu_of  # the same requests and CPU reading
 
 import load_tests.stack as stack_module
 from load_tests.bench_adapters import demo_adapters
 from load_tests.stack import StackSpec, bench_stack
 from training.base_model import ensure_base_model
-
-PROMPTS = {
-    "shipment-classification": "Carrier NRX-442, 12 crates of frozen salmon, Oslo to Bergen, "
-    "463 km, express.",
-    "invoice-parsing": "INVOICE INV-2231 from Acme GmbH, 2026-03-01, EUR. 2x widgets at 10.00. "
-    "Total 20.00",
-    "route-optimization": "Lanes: L1 Oslo-Bergen 463 km, on time 92%; L2 Oslo-Trondheim "
-    "500 km, on time 81%.",
-}
 
 
 def variant(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -47,11 +38,6 @@ def variant(text: str) -> tuple[str, Path, dict[str, str]]:
     if not name or not root:
         raise SystemExit(f"expected name=checkout[:K=V...], got {text!r}")
     return name, Path(root).resolve(), dict(s.split("=", 1) for s in settings)
-
-
-def cpu_of(pid: int) -> float:
-    proc = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
 
 
 def main() -> None:
