@@ -86,7 +86,7 @@ def validate_body(model: type[BaseModel], body: Any) -> BaseModel:
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, from_attributes=True)  # as FastAPI binds a body
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
