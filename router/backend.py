@@ -37,6 +37,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 # What aiohttp raises for a broken response: ClientError, its parser's HttpProcessingError
 # (LineTooLong, BadHttpMessage...) and, from StreamReader.readline, ValueError.
 BROKEN_RESPONSE = (aiohttp.ClientError, HttpProcessingError)
+MAX_LINE = 512 * 1024
+"""The longest line a streamed answer may hold (aiohttp's own line limit)."""
 
 
 class EngineError(LoraGatewayError):
@@ -85,6 +87,10 @@ class Timeouts:
     total: float = 600.0
 
 
+def _line_too_long() -> EngineError:
+    return EngineError(f"engine stream broke: a line longer than {MAX_LINE} bytes (LineTooLong)")
+
+
 class UpstreamStream:
     """An open streamed response: iterate ``lines()``; always ``close()`` it."""
 
@@ -94,22 +100,43 @@ class UpstreamStream:
         self.started = time.perf_counter()
 
     async def lines(self) -> AsyncIterator[bytes]:
+        """The answer's lines, each with its newline (the last one maybe without).
+
+        Read as the network delivers it (one wait, one deadline, per read, not per line:
+        an event is two lines, and a read often holds several events), and split here.
+        The deadline is ``first_byte`` until the first line with content, then ``chunk``.
+        A line longer than :data:`MAX_LINE` is a broken engine (memory stays bounded).
+        """
         content = self._resp.content
         limit = self._timeouts.first_byte
+        pending = b""
         while True:
             try:
                 async with asyncio.timeout(limit):
-                    line = await content.readline()
+                    data = await content.readany()
             except TimeoutError as exc:
                 phase = "first_byte" if limit == self._timeouts.first_byte else "chunk"
                 raise EngineTimeout(f"engine stalled ({phase} timeout)", phase=phase) from exc
             except (*BROKEN_RESPONSE, ValueError) as exc:
                 raise EngineError(f"engine stream broke: {exc!r}") from exc
-            if not line:
+            if not data:
+                if pending:
+                    yield pending
                 return
-            if line != b"\n":
-                limit = self._timeouts.chunk
-            yield line
+            if pending:
+                data = pending + data
+            start = 0
+            while (end := data.find(b"\n", start)) >= 0:
+                if end - start > MAX_LINE:
+                    raise _line_too_long()
+                line = data[start : end + 1]
+                start = end + 1
+                if line != b"\n":
+                    limit = self._timeouts.chunk
+                yield line
+            pending = data[start:]
+            if len(pending) > MAX_LINE:
+                raise _line_too_long()
 
     async def close(self) -> None:
         # close(), not release(): an unfinished stream must drop the connection so

@@ -148,3 +148,71 @@ async def test_a_reply_that_raises_ends_with_one_error_event() -> None:
     assert error["error"]["type"] == "server_error" and "unexpected" not in body.decode()
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert finished == [1]
+
+
+# --- the engine client: lines as the network delivers them ------------------------------------
+class _Reads:
+    """A response whose body arrives in the given pieces, each after ``delays[i]`` seconds."""
+
+    def __init__(self, pieces: list[bytes], delays: list[float] | None = None) -> None:
+        self.content = self
+        self._pieces = list(pieces)
+        self._delays = list(delays or [0.0] * len(pieces))
+
+    async def readany(self) -> bytes:
+        if not self._pieces:
+            return b""
+        await asyncio.sleep(self._delays.pop(0))
+        return self._pieces.pop(0)
+
+
+async def _lines(pieces: list[bytes], **timeouts: float) -> list[bytes]:
+    from router.backend import Timeouts, UpstreamStream
+
+    stream = UpstreamStream(_Reads(pieces), Timeouts(**timeouts))  # type: ignore[arg-type]
+    return [line async for line in stream.lines()]
+
+
+async def test_lines_are_split_from_reads_of_any_shape() -> None:
+    # several events in one read, a line cut across reads, a last line without newline
+    pieces = [b"data: a\n\ndata: b\n\nda", b"ta: c\n", b"\n", b"data: [DONE]"]
+    assert await _lines(pieces) == [
+        b"data: a\n",
+        b"\n",
+        b"data: b\n",
+        b"\n",
+        b"data: c\n",
+        b"\n",
+        b"data: [DONE]",
+    ]
+
+
+async def test_a_line_longer_than_the_limit_is_an_engine_error_whole_or_cut() -> None:
+    from router.backend import MAX_LINE
+
+    with pytest.raises(EngineError, match="longer than"):
+        await _lines([b"data: " + b"x" * MAX_LINE + b"\n\n"])
+    with pytest.raises(EngineError, match="longer than"):
+        await _lines([b"data: " + b"x" * (MAX_LINE // 2), b"x" * (MAX_LINE // 2 + 10)])
+
+
+async def test_first_byte_deadline_until_content_then_the_chunk_deadline() -> None:
+    from router.backend import EngineTimeout
+
+    # blank keep-alive lines do not start the answer: the first-byte deadline still holds
+    ok = await _lines([b"\n", b"data: a\n", b"data: b\n"], first_byte=0.5, chunk=0.3)
+    assert ok == [b"\n", b"data: a\n", b"data: b\n"]
+    with pytest.raises(EngineTimeout) as stalled:
+        await _lines_delayed([b"data: a\n", b"data: b\n"], [0.0, 0.3], first_byte=5, chunk=0.05)
+    assert stalled.value.phase == "chunk"
+    with pytest.raises(EngineTimeout) as silent:
+        await _lines_delayed([b"data: a\n"], [0.3], first_byte=0.05, chunk=5)
+    assert silent.value.phase == "first_byte"
+
+
+async def _lines_delayed(pieces: list[bytes], delays: list[float], **timeouts: float) -> None:
+    from router.backend import Timeouts, UpstreamStream
+
+    stream = UpstreamStream(_Reads(pieces, delays), Timeouts(**timeouts))  # type: ignore[arg-type]
+    async for _ in stream.lines():
+        pass
