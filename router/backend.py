@@ -87,10 +87,6 @@ class Timeouts:
     total: float = 600.0
 
 
-def _line_too_long() -> EngineError:
-    return EngineError(f"engine stream broke: a line longer than {MAX_LINE} bytes (LineTooLong)")
-
-
 class UpstreamStream:
     """An open streamed response: iterate ``lines()``; always ``close()`` it."""
 
@@ -100,12 +96,20 @@ class UpstreamStream:
         self.started = time.perf_counter()
 
     async def lines(self) -> AsyncIterator[bytes]:
-        """The answer's lines, each with its newline (the last one maybe without).
+        """The answer's lines one by one (see :meth:`reads`)."""
+        async for batch in self.reads():
+            for line in batch:
+                yield line
 
-        Read as the network delivers it (one wait, one deadline, per read, not per line:
-        an event is two lines, and a read often holds several events), and split here.
-        The deadline is ``first_byte`` until the first line with content, then ``chunk``.
-        A line longer than :data:`MAX_LINE` is a broken engine (memory stays bounded).
+    async def reads(self) -> AsyncIterator[list[bytes]]:
+        """The answer's lines, each with its newline (the last one maybe without), in the
+        batches the network delivered them in.
+
+        One wait and one deadline per read, not per line: an event is two lines, and a
+        read often holds several events, which the relay then sends on together. The
+        deadline is ``first_byte`` until the first line with content, then ``chunk``. A
+        line longer than :data:`MAX_LINE` is a broken engine (memory stays bounded); the
+        lines before it are delivered first.
         """
         content = self._resp.content
         limit = self._timeouts.first_byte
@@ -121,22 +125,27 @@ class UpstreamStream:
                 raise EngineError(f"engine stream broke: {exc!r}") from exc
             if not data:
                 if pending:
-                    yield pending
+                    yield [pending]
                 return
             if pending:
                 data = pending + data
+            batch: list[bytes] = []
             start = 0
             while (end := data.find(b"\n", start)) >= 0:
                 if end - start > MAX_LINE:
-                    raise _line_too_long()
+                    break
                 line = data[start : end + 1]
                 start = end + 1
                 if line != b"\n":
                     limit = self._timeouts.chunk
-                yield line
+                batch.append(line)
             pending = data[start:]
+            if batch:
+                yield batch
             if len(pending) > MAX_LINE:
-                raise _line_too_long()
+                raise EngineError(
+                    f"engine stream broke: a line longer than {MAX_LINE} bytes (LineTooLong)"
+                )
 
     async def close(self) -> None:
         # close(), not release(): an unfinished stream must drop the connection so

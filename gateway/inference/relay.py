@@ -147,9 +147,20 @@ class StreamRelay:
         ctx = self.ctx
         self._itl = self.metrics.itl.labels(*self.labels)
         try:
-            async for line in self.upstream.lines():
-                if (out := self._on_line(line)) is not None:
-                    yield out
+            async for batch in self.upstream.reads():
+                # What one read brought goes on in one send (the events stay separate).
+                outs: list[bytes] = []
+                for line in batch:
+                    try:
+                        out = self._on_line(line)
+                    except Exception:
+                        if outs:  # what came before the failure is still the caller's
+                            yield b"".join(outs)
+                        raise
+                    if out is not None:
+                        outs.append(out)
+                if outs:
+                    yield b"".join(outs)
             if self._pending:
                 yield self._pending + b"\n"
             if not self.end.done:

@@ -73,6 +73,11 @@ class FakeUpstream:
         if self._then is not None:
             raise self._then
 
+    async def reads(self) -> AsyncIterator[list[bytes]]:
+        """One line per read (the engine client's batches; see the batching test)."""
+        async for line in self.lines():
+            yield [line]
+
     async def close(self) -> None:
         self.closed += 1
 
@@ -149,6 +154,40 @@ async def test_a_whole_stream_is_relayed_renamed_and_ends_once(wants_usage: bool
     assert _sample(run, ttft, route="rt", adapter="tiny@1", cache="warm") == 1
     up = "lora_gateway_upstream_duration_seconds_count"
     assert _sample(run, up, backend="b0") == 1
+
+
+class BatchedUpstream(FakeUpstream):
+    """The engine's lines in the given batches, as the network would deliver them."""
+
+    def __init__(self, batches: list[list[bytes]], *, then: BaseException | None = None):
+        super().__init__([line for batch in batches for line in batch], then=then)
+        self._batches = batches
+
+    async def reads(self) -> AsyncIterator[list[bytes]]:
+        for batch in self._batches:
+            yield batch
+        if self._then is not None:
+            raise self._then
+
+
+async def test_what_one_read_brings_goes_on_in_one_send_with_the_same_bytes() -> None:
+    lines = [_delta("pal"), b"\n", _delta("let", finish="stop"), b"\n", USAGE, b"\n"]
+    one_by_one = await _drain(_run(FakeUpstream([*lines, DONE, b"\n"]), wants_usage=True))
+    run = _run(BatchedUpstream([lines, [DONE, b"\n"]]), wants_usage=True)
+    batched = await _drain(run)
+    assert len(batched) == 2 and b"".join(batched) == b"".join(one_by_one)
+    run.assert_ended_once()
+    assert run.settled[0].generated == 2
+
+
+async def test_a_read_that_breaks_midway_still_sends_what_came_before() -> None:
+    # the second event of the read is a broken usage chunk: the first still goes on
+    broken_usage = b'data: {"usage": {, "choices":[]}\n'
+    run = _run(BatchedUpstream([[_delta("pal"), b"\n", broken_usage, b"\n"]]))
+    out = await _drain(run)
+    assert out[0] == (_delta("pal") + b"\n").replace(*RENAME, 1)
+    assert b'"code":"internal_error"' in out[1] and len(out) == 2
+    run.assert_ended_once()
 
 
 def test_reply_headers_keep_proxies_from_buffering() -> None:
