@@ -1,9 +1,13 @@
 """The ``lora-gateway`` console script. Each package contributes its own sub-commands.
 
-- the gateway's own (``serve``, ``keys``, ``adapters``, ``routes``) from :mod:`gateway.cli`;
+- the gateway's own (``serve``, ``keys``, ``adapters``, ``routes``) from :mod:`gateway.cli`,
+  with the demo routes handed over for ``serve --demo`` (:func:`gateway.cli.set_demo_routes`);
 - ``engine``: the supervised vLLM server (the engine launcher, :mod:`engine.launcher`);
 - ``demo``: the demo wing's commands (:mod:`demo.stack`, :mod:`demo.adapters`);
-- training's (``train``, ``eval``, ``data``, ...) and ``loadtest``, when installed.
+- training's (``train``, ``eval``, ``data``, ...) and ``loadtest``, when installed; before
+  a ``loadtest`` command runs, the bench gets the demo routes
+  (:func:`load_tests.stack.set_routes_file`) and the demo offers its committed adapters
+  (:func:`load_tests.bench_adapters.register_adapter_source`).
 
 Heavy modules (training, load tests, the demo) are imported when their command runs, so
 ``lora-gateway serve`` starts without torch.
@@ -19,7 +23,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli import app as gateway_app
-from gateway.cli import console, fail
+from gateway.cli import console, fail, set_demo_routes
 
 app = typer.Typer(
     name="lora-gateway",
@@ -203,10 +207,52 @@ def _mount_optional() -> None:
     except ImportError:
         pass
     else:
-        app.add_typer(loadtest_app, name="loadtest")
+        app.add_typer(loadtest_app, name="loadtest", callback=_offer_demo_to_bench)
+
+
+def _offer_demo_to_bench() -> None:
+    # The load tests never import the demo wing; the console script, which composes
+    # both, hands the bench the demo routes and lets the demo offer its committed
+    # adapters before a `loadtest` command runs.
+    from load_tests.stack import set_routes_file
+
+    try:
+        from demo import ROUTES_FILE
+    except ImportError:
+        return
+    set_routes_file(ROUTES_FILE)
+    try:
+        from demo.adapters import offer_to_bench
+    except ImportError:  # the demo's training dependencies are not installed
+        return
+    offer_to_bench()
 
 
 _mount_optional()
+
+
+def _register_demo_sources() -> None:
+    # The gateway holds no routes of its own: `serve --demo` seeds the demo's table,
+    # handed over here (the gateway's image ships demo/__init__.py and demo/routes.yaml
+    # alone for this).
+    try:
+        from demo import ROUTES_FILE
+    except ImportError:
+        pass
+    else:
+        set_demo_routes(ROUTES_FILE)
+    # Training and the load tests never import the demo wing: they generate datasets and
+    # prompts through training's dataset-source registry, which the demo's logistics
+    # generator joins here (stdlib only, so `serve` stays light).
+    try:
+        from demo.synthetic import register
+
+        register()
+    except ImportError:  # the gateway's own image ships neither training nor the demo
+        pass
+
+
+_register_demo_sources()
 
 
 @demo_app.callback()

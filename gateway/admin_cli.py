@@ -26,6 +26,7 @@ from gateway.admin_client import (
     left_out_of_upload,
     rich_progress,
 )
+from gateway.demo_keys import DEMO_ADMIN_KEY
 
 console = Console()
 err = Console(stderr=True)
@@ -36,7 +37,7 @@ KeyOpt = Annotated[
     str, typer.Option("--key", envvar="LORA_GATEWAY_ADMIN_KEY", help="Admin API key.")
 ]
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_KEY = "demo-admin-key"
+DEFAULT_KEY = DEMO_ADMIN_KEY
 
 
 @contextlib.contextmanager

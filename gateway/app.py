@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from adapters.errors import GatewayError
 from gateway.admin.api_router import router as admin_router
+from gateway.admin.serving import AdminService
 from gateway.auth import KeyRing
 from gateway.errors import install_error_handlers
 from gateway.health import router as health_router
@@ -136,7 +137,9 @@ def create_app(
             log.exception("start-up store sweep failed")
         await sync.start()
         app.state.gw = gw
-        app.state.services = Services(inference=InferenceService(gw), models=ModelsService(gw))
+        app.state.services = Services(
+            inference=InferenceService(gw), models=ModelsService(gw), admin=AdminService(gw)
+        )
         holder["gw"] = gw
         await pool.start()
         try:

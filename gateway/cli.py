@@ -23,8 +23,9 @@ from rich.markup import escape
 
 from gateway.admin_cli import adapters_app
 from gateway.canary_cli import canary_app, promote
+from gateway.demo_keys import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
 from gateway.routes_cli import routes_app
-from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, ApiKey, Settings, hash_key
+from gateway.settings import ApiKey, Settings, hash_key
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -39,6 +40,24 @@ app.add_typer(adapters_app, name="adapters")
 app.add_typer(routes_app, name="routes")
 app.add_typer(canary_app, name="canary")
 app.command("promote")(promote)
+
+
+# The route table `serve --demo` seeds an empty catalogue from when no routes file is set.
+# The gateway holds none of its own: the console script (cli.main), which composes the
+# demo wing, hands the demo's over through set_demo_routes().
+_demo_routes: Path | None = None
+
+
+def set_demo_routes(path: Path | None) -> None:
+    """Make ``path`` the route table of ``serve --demo`` without a routes file (None: no
+    table, and such a gateway then refuses to start on a catalogue without routes)."""
+    global _demo_routes
+    _demo_routes = path
+
+
+def demo_routes() -> Path | None:
+    """The route table ``serve --demo`` falls back to, if one was handed over."""
+    return _demo_routes
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -69,7 +88,13 @@ def serve(
         list[str] | None,
         typer.Option(help="vLLM base URL; repeat for several. Default: LORA_GATEWAY_BACKENDS."),
     ] = None,
-    demo: Annotated[bool, typer.Option(help="Demo mode: accept the well-known demo keys.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Demo mode: accept the well-known demo keys; without a routes file, seed "
+            "the demo routes (when the demo wing is installed)."
+        ),
+    ] = False,
     routes: Annotated[
         Path | None,
         typer.Option(help="Route table YAML that seeds a catalogue without routes."),
@@ -97,6 +122,9 @@ def serve(
     if workers is not None:
         overrides["workers"] = workers
     settings = load_settings(**overrides)
+    if settings.demo and settings.routes_file is None and demo_routes() is not None:
+        overrides["routes_file"] = demo_routes()
+        settings = load_settings(**overrides)
     setup_logging(settings.log_level)
     if not settings.backends:
         raise fail("no engine backends: set LORA_GATEWAY_BACKENDS or pass --backend URL")

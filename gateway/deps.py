@@ -10,6 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.errors import UnsupportedMediaTypeError
+from gateway.admin.serving import AdminService
 from gateway.auth import admitted_key, authorize
 from gateway.context import RequestContext, context_of
 from gateway.inference.serving import InferenceService
@@ -133,6 +134,14 @@ async def models_service(request: Request) -> ModelsService:
 
 
 Models = Annotated[ModelsService, Depends(models_service)]
+
+
+async def admin_service(request: Request) -> AdminService:
+    services: Services = request.app.state.services
+    return services.admin
+
+
+Admin = Annotated[AdminService, Depends(admin_service)]
 
 # The auth dependencies and the scope each one demands. The middleware reads a route's
 # dependency tree through ``required_scope`` to check the key before the body is read.

@@ -9,10 +9,12 @@ one made through another (the poller in :mod:`gateway.replicas` calls
 replaces one read later.
 
 At start-up (:func:`prepare_routes`) a catalogue that has never held a route is seeded
-from ``routes_file``, or in demo mode from the packaged demo routes. Outside demo mode a
-gateway with neither refuses to start: it would otherwise serve no request type, or
-(as it once did) silently the demo's. Once the catalogue holds routes the file is not
-read again; ``lora-gateway routes import FILE`` applies a file to a running gateway.
+from ``routes_file``. A gateway without one refuses to start: it would otherwise serve no
+request type, or (as it once did) silently the demo's. The gateway holds no routes of its
+own, demo mode included: ``lora-gateway serve --demo`` passes the demo wing's table as the
+routes file when none is set (the console script hands it to :mod:`gateway.cli`). Once
+the catalogue holds routes the file is not read again; ``lora-gateway routes import
+FILE`` applies a file to a running gateway.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SEEDED_BY = "seed"
 
 
 class RoutesNotConfigured(LoraGatewayError, RuntimeError):
-    """Start-up refused: no routes in the catalogue, no routes file, not demo mode."""
+    """Start-up refused: no routes in the catalogue and no routes file to seed it from."""
 
 
 def read_table(registry: Any) -> tuple[int, RouteTable]:
@@ -77,24 +79,21 @@ async def sync_routes(gw: GatewayState) -> None:
 
 
 def prepare_routes(gw: GatewayState) -> None:
-    """Seed an empty catalogue (routes file, or demo routes in demo mode), then install
-    its table. Raises :class:`RoutesNotConfigured` when there is nothing to serve from."""
+    """Seed an empty catalogue from the routes file, then install its table. Raises
+    :class:`RoutesNotConfigured` when there is nothing to serve from."""
     settings = gw.settings
     store = gw.registry.routes
     snap = store.snapshot()
     if not snap.ever_held_routes:
-        if settings.routes_file is not None:
-            table, source = RouteTable.load(settings.routes_file), str(settings.routes_file)
-        elif settings.demo:
-            table, source = RouteTable.load(None), "the packaged demo routes (demo mode)"
-        else:
+        if settings.routes_file is None:
             raise RoutesNotConfigured(
                 "no routes: the catalogue has never held a route and no routes file is "
                 "configured. Set LORA_GATEWAY_ROUTES_FILE (or `serve --routes FILE`) to seed "
-                "it from a YAML route table (`routes: {}` for an empty one), or run with "
-                "--demo for the demo routes. Routes are then managed over the admin API "
-                "(`lora-gateway routes ...`)."
+                "it from a YAML route table (`routes: {}` for an empty one), or run "
+                "`lora-gateway serve --demo` for the demo routes. Routes are then managed "
+                "over the admin API (`lora-gateway routes ...`)."
             )
+        table, source = RouteTable.load(settings.routes_file), str(settings.routes_file)
         if store.seed(table.documents(), changed_by=SEEDED_BY, comment=f"seeded from {source}"):
             log.info("route table seeded from %s: %d request types", source, len(table.routes))
     elif settings.routes_file is not None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.admin.serving import AdminService
 from gateway.inference.serving import InferenceService
 from gateway.models_api.serving import ModelsService
 
 
 @dataclass(frozen=True)
 class Services:
-    """The inference and model-listing services (the admin service is stateless)."""
+    """The inference, model-listing and admin services (none holds per-request state)."""
 
     inference: InferenceService
     models: ModelsService
+    admin: AdminService

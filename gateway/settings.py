@@ -16,10 +16,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.demo_keys import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY
+
 log = logging.getLogger("lora_gateway.settings")
 
-DEMO_INFERENCE_KEY = "demo-inference-key"
-DEMO_ADMIN_KEY = "demo-admin-key"
 # "metrics" alone lets a scraper read /metrics and nothing else; "admin" includes it.
 Scope = Literal["inference", "admin", "metrics"]
 # A team's name (adapters.ownership.TEAM_PATTERN; kept here so settings import no database).
@@ -125,8 +125,9 @@ class Settings(BaseSettings):
     routes_file: Path | None = Field(
         default=None,
         description="A route table YAML that seeds a catalogue which has never held a route "
-        "(routes then live in the catalogue, managed over the admin API). None: demo mode "
-        "seeds the demo routes; otherwise the gateway refuses to start on such a catalogue.",
+        "(routes then live in the catalogue, managed over the admin API). None: the gateway "
+        "refuses to start on such a catalogue (`lora-gateway serve --demo` sets the demo "
+        "wing's table when none is set).",
     )
     # Engine limits the registry validates against
     max_lora_rank: int = Field(default=16, description="The engines' --max-lora-rank.")

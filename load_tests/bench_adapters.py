@@ -1,26 +1,29 @@
 """Adapters for the benchmark stack: the demo adapters, and many distinct versions of one.
 
 Latency does not depend on what an adapter learned, only on its shape (rank, target
-modules) and on whether the engine holds it. So the benchmark takes the trained demo
-adapters when ``demo.adapters`` is there (``source="auto"`` or ``"trained"``),
-and otherwise makes random PEFT LoRA adapters for the demo base model, of the shape the
+modules) and on whether the engine holds it. So the benchmark takes trained adapters for
+the demo routes when a provider offers them (``source="auto"`` or ``"trained"``), and
+otherwise makes random PEFT LoRA adapters for the demo base model, of the shape the
 demo trains (rank 16 on all seven projections). The ``many-adapters`` versions are
 copies of one adapter with their ``lora_B`` weights scaled differently (by 1 + k/100), so
 each has its own digest and is a distinct version to the registry and the engine.
+
+The load tests never import the demo wing: it offers its committed adapters through
+:func:`register_adapter_source`, which the console script (``cli.main``) calls before a
+``lora-gateway loadtest`` command runs.
 
 torch, peft and transformers are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from adapters.errors import LoraGatewayError
 from load_tests.stack import DEMO_ADAPTER_NAMES, AdapterFiles, StackError
 
 AdapterSource = Literal["auto", "trained", "random"]
@@ -29,9 +32,46 @@ RANDOM_B_STD = 0.5  # large enough that outputs differ from the base model's
 RANDOM_RANK = 16
 _STAMP = "source.json"
 
+# The base model's directory -> request type -> {"path": adapter directory, "eval": its
+# eval report or None}, for every demo route. A provider refuses by raising one of the
+# project's errors (a LoraGatewayError), whose message says what to do.
+AdapterProvider = Callable[[Path], Mapping[str, Mapping[str, Any]]]
+_SOURCES: dict[str, AdapterProvider] = {}
+
+
+def register_adapter_source(name: str, provider: AdapterProvider) -> None:
+    """Offer trained adapters for the demo routes under ``name`` (again: replaces it)."""
+    _SOURCES[name] = provider
+
+
+def adapter_sources() -> dict[str, AdapterProvider]:
+    """The registered providers by name, in the order they were registered."""
+    return dict(_SOURCES)
+
 
 def trained_available() -> bool:
-    return importlib.util.find_spec("demo.adapters") is not None
+    return bool(_SOURCES)
+
+
+def trained_adapters(model_dir: Path) -> dict[str, AdapterFiles]:
+    """Request type -> the first registered provider's adapters, or StackError."""
+    if not _SOURCES:
+        raise StackError(
+            "no trained adapters are offered (the demo wing offers its committed ones when "
+            "run as `lora-gateway loadtest ...`); use --adapters random or auto"
+        )
+    name, provider = next(iter(_SOURCES.items()))
+    try:
+        made = provider(model_dir)
+    except LoraGatewayError as exc:
+        raise StackError(str(exc)) from None
+    missing = sorted(set(DEMO_ADAPTER_NAMES) - set(made))
+    if missing:
+        raise StackError(f"adapter source {name!r} gave no adapter for {', '.join(missing)}")
+    return {
+        task: AdapterFiles(Path(made[task]["path"]), made[task].get("eval"), "trained")
+        for task in DEMO_ADAPTER_NAMES
+    }
 
 
 def demo_adapters(
@@ -39,21 +79,7 @@ def demo_adapters(
 ) -> dict[str, AdapterFiles]:
     """Request type -> adapter files for the three demo routes."""
     if source == "trained" or (source == "auto" and trained_available()):
-        try:
-            module = importlib.import_module("demo.adapters")
-        except ImportError as exc:
-            raise StackError(f"trained demo adapters unavailable: {exc}") from None
-        try:
-            made: Mapping[str, Mapping[str, Any]] = module.ensure_demo_adapters(model_dir)
-        except module.DemoAdapterError as exc:
-            raise StackError(str(exc)) from None
-        missing = sorted(set(DEMO_ADAPTER_NAMES) - set(made))
-        if missing:
-            raise StackError(f"ensure_demo_adapters gave no adapter for {', '.join(missing)}")
-        return {
-            task: AdapterFiles(Path(made[task]["path"]), made[task].get("eval"), "trained")
-            for task in DEMO_ADAPTER_NAMES
-        }
+        return trained_adapters(model_dir)
     return {
         task: AdapterFiles(random_adapter(model_dir, work_dir / task, seed=seed), None, "random")
         for seed, task in enumerate(DEMO_ADAPTER_NAMES, start=1)

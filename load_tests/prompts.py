@@ -1,20 +1,21 @@
-"""Prompts and answer schemas, drawn from the demo datasets' test splits.
+"""Prompts and answer schemas, drawn from the test splits of the registered dataset sources.
 
-``training.synthetic`` (a pure-Python module) generates the records:
+Training's dataset-source registry (:mod:`training.sources`; the demo wing registers its
+logistics generator there) generates the records:
 ``{"messages": [system, user, assistant], "task": ..., "answer": {...}}``. A load test
-sends the system and user messages and checks the answer against
-``training.synthetic.ANSWER_SCHEMAS[task]`` (less the task's ``WORKING_FIELDS`` when the
-gateway has removed them).
+sends the system and user messages and checks the answer against the source's schema of
+the task (less the task's working fields when the gateway has removed them).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from load_tests.errors import LoadTestError
+from training.errors import ConfigError
+from training.sources import find_synthetic
 
 Messages = list[dict[str, str]]
 
@@ -38,17 +39,6 @@ class PromptSet:
         return pool
 
 
-def _dataset_name(synthetic: Any, task: str) -> str:
-    """The synthetic module's key for a request type (accepts either '-' or '_' spelling)."""
-    schemas = getattr(synthetic, "ANSWER_SCHEMAS", {})
-    for candidate in (task, task.replace("-", "_")):
-        if candidate in schemas:
-            return candidate
-    raise PromptError(
-        f"training.synthetic has no task {task!r} (it has: {', '.join(sorted(schemas))})"
-    )
-
-
 def prompt_messages(record: dict[str, Any]) -> Messages:
     """The messages to send: everything before the first assistant turn."""
     out: Messages = []
@@ -62,18 +52,17 @@ def prompt_messages(record: dict[str, Any]) -> Messages:
 
 
 def load_prompt_set(tasks: Iterable[str], *, pool_size: int, seed: int) -> PromptSet:
-    """Generate ``pool_size`` test-split prompts per task with training.synthetic."""
-    try:
-        synthetic = importlib.import_module("training.synthetic")
-    except ImportError as exc:
-        raise PromptError(f"cannot import training.synthetic: {exc}") from None
+    """Generate ``pool_size`` test-split prompts per task with the source that makes it."""
     prompts: dict[str, list[Messages]] = {}
     schemas: dict[str, dict[str, Any]] = {}
     working: dict[str, tuple[str, ...]] = {}
     for task in sorted(set(tasks)):
-        name = _dataset_name(synthetic, task)
-        records = synthetic.generate(name, pool_size, seed=seed, split="test")
+        try:
+            name, source = find_synthetic(task)
+        except ConfigError as exc:
+            raise PromptError(str(exc)) from None
+        records = source.generate(name, pool_size, seed=seed, split="test")
         prompts[task] = [prompt_messages(r) for r in records]
-        schemas[task] = synthetic.ANSWER_SCHEMAS[name]
-        working[task] = tuple(getattr(synthetic, "WORKING_FIELDS", {}).get(name, ()))
+        schemas[task] = source.schemas[name]
+        working[task] = tuple(source.working.get(name, ()))
     return PromptSet(prompts=prompts, schemas=schemas, working=working)

@@ -31,7 +31,7 @@ STANDARD_SCENARIOS = (
     "soak",
 )
 
-# Request types whose prompts come from the demo datasets (training.synthetic tasks).
+# The demo's request types (the tasks the demo wing's dataset source makes).
 REQUEST_TYPES = ("shipment-classification", "invoice-parsing", "route-optimization")
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -98,10 +98,10 @@ class StopRule(_Strict):
 
 
 class Prompts(_Strict):
-    """Where prompts come from: the test split of the demo datasets."""
+    """Where prompts come from: the test split of the registered dataset sources."""
 
     pool_size: int = Field(default=200, ge=1, description="Prompts generated per request type.")
-    seed: int = Field(default=7, description="Seed of training.synthetic.generate(split='test').")
+    seed: int = Field(default=7, description="Seed of the test split's generator.")
 
 
 class Sampling(_Strict):

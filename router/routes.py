@@ -10,7 +10,6 @@ reference assignment, so requests in flight keep the table they started with.
 from __future__ import annotations
 
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,10 +195,9 @@ class RouteTable(BaseModel):
             ) from exc
 
     @classmethod
-    def load(cls, path: Path | None) -> RouteTable:
-        if path is None:
-            text = resources.files("router").joinpath("demo_routes.yaml").read_text()
-            return cls.from_yaml_text(text, source="router/demo_routes.yaml")
+    def load(cls, path: Path) -> RouteTable:
+        """The route table in the YAML file ``path``; 400 ``invalid_routes`` if it cannot
+        be read or is not valid."""
         try:
             text = path.read_text()
         except OSError as exc:

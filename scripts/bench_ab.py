@@ -27,8 +27,9 @@ import httpx
 from bench_proxy_floor import PROMPTS, cpu_of  # the same requests and CPU reading
 
 import load_tests.stack as stack_module
+from demo import ROUTES_FILE
 from load_tests.bench_adapters import demo_adapters
-from load_tests.stack import StackSpec, bench_stack
+from load_tests.stack import StackSpec, bench_stack, set_routes_file
 from training.base_model import ensure_base_model
 
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("variants", nargs="+", help="name=checkout[:K=V...]")
     ap.add_argument("--requests", type=int, default=3000, help="Per version.")
     args = ap.parse_args()
+    set_routes_file(ROUTES_FILE)  # the bench's gateway seeds the demo routes
     model_dir = ensure_base_model()
     plain_env = stack_module.gateway_env
     tasks = list(PROMPTS)

@@ -11,6 +11,11 @@ sequential keep-alive client, four servers in front of (or being) the fast fake 
   route's prompt and schema, placement, the answer checked against the schema, metrics,
   the access log), the three demo request types in turn.
 
+Then the same streamed (``"stream": true``): through the pass-through, and through the
+gateway both by route (whose strict schema check holds the answer back and sends it in a
+few events) and to the base model (every engine event relayed), with the server-sent
+events each answer held and the CPU per event.
+
 Rounds alternate the arms so that they share the machine's state; each arm's figure is
 the server process's CPU time (user + system, from /proc) over its requests. The client
 is a bare asyncio stream client so that it costs the servers little.
@@ -32,9 +37,10 @@ from pathlib import Path
 import orjson
 import psutil
 
+from demo import ROUTES_FILE
 from engine.process import ManagedProcess, ProcessStartError, free_port
 from load_tests.bench_adapters import demo_adapters
-from load_tests.stack import StackSpec, bench_stack
+from load_tests.stack import StackSpec, bench_stack, set_routes_file
 from training.base_model import ensure_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +61,7 @@ class Arm:
         self.name, self.port, self.pid, self.bodies, self.key = name, port, pid, bodies, key
         self.cpu_s = 0.0
         self.requests = 0
+        self.events = 0  # server-sent events received (streamed arms)
         self.latencies: list[float] = []
 
 
@@ -79,11 +86,19 @@ async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
         if not head.startswith(b"HTTP/1.1 200"):
             raise SystemExit(f"{arm.name}: {head.decode(errors='replace').splitlines()[0]}")
         length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            None,
         )
-        await reader.readexactly(length)
+        if length is not None:
+            await reader.readexactly(length)
+        else:  # a stream: chunked until the empty chunk
+            events = await read_chunked(reader)
+            if measure:
+                arm.events += events
         if measure:
             arm.latencies.append(time.perf_counter() - t0)
     if measure:
@@ -92,8 +107,21 @@ async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
     writer.close()
 
 
-def body(model: str, prompt: str) -> bytes:
+async def read_chunked(reader: asyncio.StreamReader) -> int:
+    """Read a chunked answer to its end; the server-sent events it held."""
+    events = 0
+    while True:
+        size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+        data = await reader.readexactly(size + 2)
+        if size == 0:
+            return events
+        events += data.count(b"data: ")
+
+
+def body(model: str, prompt: str, *, stream: bool = False) -> bytes:
     chat = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 32}
+    if stream:
+        chat["stream"] = True
     return orjson.dumps(chat)
 
 
@@ -113,6 +141,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="Per arm and round.")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    set_routes_file(ROUTES_FILE)  # the bench's gateway seeds the demo routes
     model_dir = ensure_base_model()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -128,16 +157,25 @@ def main() -> None:
                 proxy, proxy_port = uvicorn_app("proxy", st.direct_url, tmp / "proxy.log")
                 stoppers.append(proxy.stop)
                 assert floor.pid is not None and proxy.pid is not None
+                gw_port = int(st.gateway_url.rsplit(":", 1)[1])
+                direct_sse = [body(st.direct_models[t], p, stream=True) for t, p in PROMPTS.items()]
+                routed_sse = [body(t, p, stream=True) for t, p in PROMPTS.items()]
+                base_sse = [body("base", p, stream=True) for p in PROMPTS.values()]
+                key = st.inference_key
                 arms = [
                     Arm("fake engine", fake_port, st.pids["upstream"], direct),
                     Arm("uvicorn, fixed answer", floor_port, floor.pid, direct),
                     Arm("uvicorn + aiohttp pass-through", proxy_port, proxy.pid, direct),
+                    Arm("lora-gateway", gw_port, st.pids["gateway"], routed, key=key),
+                    Arm("fake engine, streamed", fake_port, st.pids["upstream"], direct_sse),
+                    Arm("pass-through, streamed", proxy_port, proxy.pid, direct_sse),
+                    Arm("lora-gateway, streamed", gw_port, st.pids["gateway"], routed_sse, key=key),
                     Arm(
-                        "lora-gateway",
-                        int(st.gateway_url.rsplit(":", 1)[1]),
+                        "lora-gateway, base model, streamed",
+                        gw_port,
                         st.pids["gateway"],
-                        routed,
-                        key=st.inference_key,
+                        base_sse,
+                        key=key,
                     ),
                 ]
                 for arm in arms:
@@ -151,11 +189,14 @@ def main() -> None:
             for stop in stoppers:
                 stop()
     print(f"{os.cpu_count()} cores; {args.rounds} rounds of {args.requests} requests per arm")
-    print("| server | CPU ms/request | p50 ms |")
-    print("|---|---:|---:|")
+    print("| server | CPU ms/request | p50 ms | events/request | CPU µs/event |")
+    print("|---|---:|---:|---:|---:|")
     for arm in arms:
         p50 = statistics.median(arm.latencies) * 1000
-        print(f"| {arm.name} | {arm.cpu_s * 1000 / arm.requests:.3f} | {p50:.2f} |")
+        per = arm.cpu_s * 1000 / arm.requests
+        events = arm.events / arm.requests
+        per_event = f"{per * 1000 / events:.0f}" if events else "–"
+        print(f"| {arm.name} | {per:.3f} | {p50:.2f} | {events:.1f} | {per_event} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -18,11 +17,12 @@ import jsonschema_rs
 import orjson
 import yaml
 
-from training.synthetic_invoices import make_invoice
-from training.synthetic_routes import make_route, route_working
-from training.synthetic_shipments import make_shipment, shipment_working
+from demo import ROUTES_FILE
+from demo.synthetic.invoices import make_invoice
+from demo.synthetic.routes import make_route, route_working
+from demo.synthetic.shipments import make_shipment, shipment_working
 
-ROUTES = Path(__file__).resolve().parent.parent / "router" / "demo_routes.yaml"
+ROUTES = ROUTES_FILE
 MAKERS: dict[str, Any] = {
     "shipment-classification": (make_shipment, shipment_working),
     "invoice-parsing": (make_invoice, lambda answer, meta: answer),

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from demo import ROUTES_FILE
 from engine.process import ManagedProcess, ProcessStartError, free_port
 
 BODY = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -59,7 +60,7 @@ def gateway_arm(fake_url: str, workers: int, seconds: float, tmp: Path) -> tuple
         LORA_GATEWAY_MAX_IN_FLIGHT_PER_KEY="4096",
     )
     cmd = [sys.executable, "-c", "from gateway.cli import main; main()", "serve"]
-    cmd += ["--demo", "--port", str(port), "--backend", fake_url]
+    cmd += ["--demo", "--routes", str(ROUTES_FILE), "--port", str(port), "--backend", fake_url]
     cmd += ["--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with ManagedProcess("gateway", cmd, env=env, log=tmp / "gateway.log") as gw:

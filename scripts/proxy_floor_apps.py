@@ -1,6 +1,7 @@
 """Two bare ASGI apps for scripts/bench_proxy_floor.py: what uvicorn alone costs per
 request (``floor``), and what a pass-through proxy on uvicorn and aiohttp costs with no
-logic at all (``proxy``: the engine's answer relayed as is). Not part of the gateway.
+logic at all (``proxy``: the engine's answer relayed as is, a stream chunk by chunk as
+aiohttp reads it). Not part of the gateway.
 """
 
 from __future__ import annotations
@@ -45,5 +46,11 @@ async def proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = await _body(receive)
     url = UPSTREAM + scope["path"]
     async with _session.post(url, data=body, headers={"content-type": "application/json"}) as r:
-        data = await r.read()
-    await _answer(send, data)
+        if r.content_type != "text/event-stream":
+            await _answer(send, await r.read())
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async for chunk in r.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})

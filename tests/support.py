@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from demo import ROUTES_FILE as DEMO_ROUTES_FILE
 from gateway.app import create_app
 from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, Settings
 
@@ -68,8 +69,11 @@ class ThreadServer:
 
 
 def demo_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Demo mode as `lora-gateway serve --demo` runs it: the demo routes seed the catalogue
+    unless ``routes_file`` says otherwise (None: no routes file)."""
     base: dict[str, Any] = {
         "demo": True,
+        "routes_file": DEMO_ROUTES_FILE,
         "store": tmp / "store",
         "health_interval": 0.2,
         "health_failures": 1,

@@ -62,7 +62,7 @@ def build_tiny_model(out: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from training.synthetic import SYSTEM_PROMPTS, generate
+    from demo.synthetic import SYSTEM_PROMPTS, generate
 
     texts: list[str] = []
     for task in SYSTEM_PROMPTS:

@@ -314,10 +314,12 @@ def data_generate(
 ) -> None:
     """Write synthetic chat records with ground truth."""
     from training.data import write_jsonl
-    from training.synthetic import generate
+    from training.sources import generate
 
     try:
-        records = generate(task, n, seed=seed, split=split)  # type: ignore[arg-type]
+        records = generate(task, n, seed=seed, split=split)
+    except ConfigError as exc:  # no registered source makes the task
+        raise _fail(ConfigError(exc.reason, field="--task")) from None
     except ValueError as exc:
         raise _fail(ConfigError(str(exc), field="--task/--split")) from None
     write_jsonl(out_file, records)

@@ -64,16 +64,6 @@ __all__ = [
     "parse_config",
 ]
 
-CONFIGS_DIR = Path(__file__).with_name("configs")
-
-
-def demo_config_path(task: str) -> Path:
-    """The shipped QLoRA config of a demo task (training/configs/<task>.yaml)."""
-    path = CONFIGS_DIR / f"{task}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no demo config for task {task!r} in {CONFIGS_DIR}")
-    return path
-
 
 # The sections are listed last to first because pydantic orders fields base-most first
 # along the MRO: the keys keep the order model, data, run, which model_dump (the run's

@@ -20,9 +20,10 @@ class _Strict(BaseModel):
 
 
 class SyntheticSource(_Strict):
-    """A dataset drawn from the seeded logistics generator (``training.synthetic``)."""
+    """A dataset drawn from a registered seeded generator (:mod:`training.sources`; the
+    demo wing registers its logistics generator)."""
 
-    task: str = Field(description="Generator task: one of training.synthetic.TASKS.")
+    task: str = Field(description="Generator task: one a registered dataset source makes.")
     n: int = Field(gt=0, description="Number of records to generate.")
     seed: int = Field(default=0, description="Generator seed; the same seed gives the same data.")
     split: Literal["train", "val", "test"] = Field(
@@ -34,11 +35,14 @@ class SyntheticSource(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, v: str) -> str:
-        from training.synthetic import TASKS
+        from training.errors import ConfigError
+        from training.sources import find_synthetic
 
-        if v not in TASKS:
-            raise ValueError(f"unknown synthetic task {v!r}; known: {', '.join(TASKS)}")
-        return v
+        try:
+            name, _ = find_synthetic(v)
+        except ConfigError as exc:
+            raise ValueError(f"unknown synthetic task: {exc.reason}") from None
+        return name
 
 
 class DatasetSpec(_Strict):

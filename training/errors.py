@@ -6,9 +6,11 @@ TrainingError        a LoraGatewayError (adapters/errors.py), like every error o
 ├── DataError        bad records (file:line: reason, one per record), an empty dataset,
 │                    a split that leaves a class empty
 ├── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
-├── BaseModelError   the demo base model's package is missing, corrupt or another version
-│                    (training/base_model.py)
-└── DemoAdapterError a committed demo adapter is missing or altered (demo/adapters.py)
+└── BaseModelError   the demo base model's package is missing, corrupt or another version
+                     (training/base_model.py)
+
+The demo wing adds its own branch (``DemoAdapterError`` in :mod:`demo.adapters`);
+training never imports it.
 """
 
 from __future__ import annotations

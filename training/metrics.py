@@ -10,7 +10,8 @@ route-optimization         lane_accuracy       reason_accuracy, exact_match
 =========================  ==================  ==============================================
 
 Every task also reports ``json_valid`` (the answer parses as a JSON object) and
-``schema_valid`` (its answer fields match ``training.synthetic.answer_schema(task)``; a
+``schema_valid`` (its answer fields match the task's answer schema, which the registered
+dataset source that makes the task gives, :func:`training.sources.answer_schema`; a
 task's working fields are removed before scoring, as the gateway removes them). An answer that
 does not parse scores zero on every field. Invoice fields are compared as a multiset of
 ``(field path, value)`` pairs, line items flattened to ``line_items.<field>``, so the
@@ -24,6 +25,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from typing import Any
+
+from training.sources import answer_schema, strip_working
 
 METRIC_TASKS = ("shipment-classification", "invoice-parsing", "route-optimization")
 PRIMARY: dict[str | None, str] = {
@@ -51,15 +54,7 @@ def parse_answer(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _schemas() -> dict[str, Any]:
-    from training.synthetic import TASKS, answer_schema
-
-    return {t: answer_schema(t) for t in TASKS}
-
-
 def _strip_working(task: str, obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    from training.synthetic import strip_working
-
     return None if obj is None else strip_working(task, obj)
 
 
@@ -119,7 +114,7 @@ def score_one(task: str | None, prediction: str, reference: Any) -> dict[str, An
     pred = _strip_working(task, parse_answer(prediction))
     out: dict[str, Any] = {
         "json_valid": float(pred is not None),
-        "schema_valid": float(schema_valid(pred, _schemas().get(task))),
+        "schema_valid": float(schema_valid(pred, answer_schema(task))),
     }
     p = pred or {}
     out["exact_match"] = float(pred is not None and field_pairs(p) == field_pairs(gold))

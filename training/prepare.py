@@ -43,7 +43,7 @@ def materialise(spec: DatasetSpec, cfg: TrainConfig, data_dir: Path, index: int)
     if spec.path is not None:
         return cfg.resolve(spec.path)
     assert spec.synthetic is not None
-    from training.synthetic import generate
+    from training.sources import generate
 
     s = spec.synthetic
     out = data_dir / "sources" / f"{index:02d}-{s.task}-{s.split}-seed{s.seed}-n{s.n}.jsonl"

@@ -11,9 +11,8 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
-from gateway.admin.serving import AdminService
 from gateway.admin.teams import actor_of
-from gateway.deps import AdminKey, Gw, MultipartOnly
+from gateway.deps import Admin, AdminKey, MultipartOnly
 from gateway.inference.protocol import error_responses
 from gateway.settings import TEAM_PATTERN
 
@@ -92,7 +91,7 @@ class PlacementOut(BaseModel):
     summary="Upload an adapter (multipart): validated, stored by digest, versioned",
 )
 async def upload_adapter(
-    gw: Gw,
+    service: Admin,
     key: AdminKey,
     _multipart: MultipartOnly,
     name: Annotated[str, Form(description="Adapter name.", pattern=NAME_PATTERN)],
@@ -125,7 +124,6 @@ async def upload_adapter(
     """A team admin may upload only under a new name or one of its team's (else 404
     ``adapter_not_found``); the name becomes its team's. A platform admin may name any
     ``team``, or leave a new name the platform's."""
-    service = AdminService(gw)
     body, created = await service.upload(
         name=name,
         file=(file.filename or "upload", file.file) if file is not None else None,
@@ -143,16 +141,16 @@ async def upload_adapter(
 
 
 @router.get("/v1/adapters", response_model=AdapterList, responses=error_responses(401, 403))
-async def list_adapters(gw: Gw, key: AdminKey) -> AdapterList:
-    items = await AdminService(gw).list_adapters(actor_of(key))
+async def list_adapters(service: Admin, key: AdminKey) -> AdapterList:
+    items = await service.list_adapters(actor_of(key))
     return AdapterList(data=[AdapterOut(**i) for i in items])
 
 
 @router.get(
     "/v1/adapters/{name}", response_model=AdapterOut, responses=error_responses(401, 403, 404)
 )
-async def get_adapter(name: NamePath, gw: Gw, key: AdminKey) -> AdapterOut:
-    return AdapterOut(**await AdminService(gw).get_adapter(name, actor_of(key)))
+async def get_adapter(name: NamePath, service: Admin, key: AdminKey) -> AdapterOut:
+    return AdapterOut(**await service.get_adapter(name, actor_of(key)))
 
 
 @router.put(
@@ -161,10 +159,9 @@ async def get_adapter(name: NamePath, gw: Gw, key: AdminKey) -> AdapterOut:
     responses=error_responses(400, 401, 403, 404),
 )
 async def set_alias(
-    name: NamePath, alias: AliasPath, request: AliasIn, gw: Gw, key: AdminKey
+    name: NamePath, alias: AliasPath, request: AliasIn, service: Admin, key: AdminKey
 ) -> AliasOut:
     """Point an alias at a version (promote); what it points at is pre-warmed."""
-    service = AdminService(gw)
     return AliasOut(**await service.set_alias(name, alias, request.version, key.id, actor_of(key)))
 
 
@@ -173,9 +170,11 @@ async def set_alias(
     response_model=AliasOut,
     responses=error_responses(401, 403, 404, 409),
 )
-async def rollback_alias(name: NamePath, alias: AliasPath, gw: Gw, key: AdminKey) -> AliasOut:
+async def rollback_alias(
+    name: NamePath, alias: AliasPath, service: Admin, key: AdminKey
+) -> AliasOut:
     """Move an alias back to its previous target."""
-    return AliasOut(**await AdminService(gw).rollback_alias(name, alias, key.id, actor_of(key)))
+    return AliasOut(**await service.rollback_alias(name, alias, key.id, actor_of(key)))
 
 
 class DeletionOut(BaseModel):
@@ -194,7 +193,10 @@ class DeletionOut(BaseModel):
     },
 )
 async def delete_version(
-    name: NamePath, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], gw: Gw, key: AdminKey
+    name: NamePath,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
+    service: Admin,
+    key: AdminKey,
 ) -> Response:
     """Delete a version; refused (409) while an alias or a route points at it.
 
@@ -202,7 +204,7 @@ async def delete_version(
     first: 204 once it is gone, or 202 if they outlast ``drain_timeout`` (the delete
     then completes when the last one ends).
     """
-    if await AdminService(gw).delete_version(name, version, actor_of(key)):
+    if await service.delete_version(name, version, actor_of(key)):
         return Response(status_code=204)
     body = DeletionOut(id=f"{name}@{version}", status="retiring")
     return JSONResponse(body.model_dump(), status_code=202)
@@ -213,12 +215,12 @@ async def delete_version(
 )
 async def load_adapter(
     ref: str,
-    gw: Gw,
+    service: Admin,
     key: AdminKey,
     backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
 ) -> PlacementOut:
     """Pre-warm (pin) a version on one or all backends. ``ref``: name, name@N, name@alias."""
-    return PlacementOut(**await AdminService(gw).load(ref, backend, actor_of(key)))
+    return PlacementOut(**await service.load(ref, backend, actor_of(key)))
 
 
 @router.post(
@@ -228,7 +230,7 @@ async def load_adapter(
 )
 async def unload_adapter(
     ref: str,
-    gw: Gw,
+    service: Admin,
     key: AdminKey,
     backend: Annotated[str | None, Query(description="One backend; default all healthy")] = None,
 ) -> PlacementOut:
@@ -237,4 +239,4 @@ async def unload_adapter(
     Waits until no replica has requests in flight on it there; 409 ``adapter_in_use``
     if some still run after ``drain_timeout``.
     """
-    return PlacementOut(**await AdminService(gw).unload(ref, backend, actor_of(key)))
+    return PlacementOut(**await service.unload(ref, backend, actor_of(key)))

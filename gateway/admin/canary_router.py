@@ -23,7 +23,7 @@ from gateway.admin import teams
 from gateway.admin.adapters_router import ALIAS_PATTERN, MAX_VERSION, NamePath
 from gateway.admin.canary import canary_status, unknown_request_type
 from gateway.admin.serving import AdminService
-from gateway.deps import AdminKey, Gw
+from gateway.deps import Admin, AdminKey, Gw
 from gateway.inference.protocol import error_responses
 
 log = logging.getLogger("lora_gateway.admin")
@@ -141,7 +141,7 @@ class CanaryStatus(BaseModel):
     summary="Promote a candidate to an alias if its eval is at least as good",
 )
 async def promote_adapter(
-    name: NamePath, request: PromoteIn, gw: Gw, key: AdminKey
+    name: NamePath, request: PromoteIn, gw: Gw, key: AdminKey, service: Admin
 ) -> PromotionOut:
     """Move ``to`` (default ``prod``) to the candidate: ``version``, else what ``from``
     (default ``canary``) points at. Allowed when both versions' eval reports score the
@@ -162,7 +162,6 @@ async def promote_adapter(
         changed_by=key.id,
     )
     if done.moved:
-        service = AdminService(gw)
         await service.refresh()
         await _prewarm(service, f"{name}@{request.to}")
     return PromotionOut.model_validate(done.to_dict())

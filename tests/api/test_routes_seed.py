@@ -1,5 +1,6 @@
-"""Start-up: a catalogue that never held a route is seeded from the routes file (or the demo
-routes in demo mode); outside demo mode, with neither, the gateway refuses to start."""
+"""Start-up: a catalogue that never held a route is seeded from the routes file; without one
+the gateway refuses to start. The gateway has no demo routes of its own: the console
+script's `serve --demo` hands over the demo wing's table when no routes file is set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from demo import ROUTES_FILE
 from engine.fake import FakeEngineState
 from gateway.app import create_app
 from gateway.route_sync import RoutesNotConfigured
@@ -80,15 +82,68 @@ async def test_an_explicit_empty_table_starts_a_gateway_without_routes(
         assert r.status_code == 200, r.text
 
 
-async def test_demo_mode_seeds_the_demo_routes(
+async def test_demo_mode_seeds_the_demo_routes_it_is_handed(
     settings_factory: Any, engine: FakeEngineState
 ) -> None:
-    async with app_client(settings_factory(routes_file=None)) as (_, c):
+    async with app_client(settings_factory(routes_file=ROUTES_FILE)) as (_, c):
         assert await names(c, ADMIN) == [
             "invoice-parsing",
             "route-optimization",
             "shipment-classification",
         ]
+
+
+async def test_demo_mode_without_a_routes_file_refuses_too(
+    settings_factory: Any, engine: FakeEngineState
+) -> None:
+    # The gateway holds no routes of its own, demo mode included.
+    app = create_app(settings_factory(routes_file=None))
+    with pytest.raises(RoutesNotConfigured, match="no routes file is configured"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("argv", "env_file", "expected"),
+    [
+        (["serve", "--demo"], None, ROUTES_FILE),
+        (["serve", "--demo"], "mine.yaml", "mine.yaml"),
+        (["serve", "--demo", "--routes", "mine.yaml"], None, "mine.yaml"),
+        (["serve"], None, None),
+    ],
+)
+def test_the_console_scripts_serve_demo_hands_over_the_demo_routes(
+    argv: list[str],
+    env_file: str | None,
+    expected: Path | str | None,
+    tmp_path: Path,
+    fake_engine: tuple[str, FakeEngineState],
+    base_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`lora-gateway serve --demo` seeds the demo routes when no routes file is set."""
+    import typer
+
+    import gateway.app
+    from cli.main import app
+
+    seen: list[Settings] = []
+
+    def capture(settings: Settings) -> Any:
+        seen.append(settings)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(gateway.app, "create_app", capture)
+    entry = f'[{{"id": "ops", "key_hash": "{hash_key(KEY)}", "scopes": ["admin"]}}]'
+    monkeypatch.setenv("LORA_GATEWAY_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("LORA_GATEWAY_BACKENDS", fake_engine[0])
+    monkeypatch.setenv("LORA_GATEWAY_API_KEYS", entry)
+    monkeypatch.delenv("LORA_GATEWAY_ROUTES_FILE", raising=False)
+    if env_file:
+        monkeypatch.setenv("LORA_GATEWAY_ROUTES_FILE", env_file)
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert seen[0].routes_file == (Path(expected) if expected else None)
 
 
 async def test_a_bad_routes_file_stops_the_start_with_its_reason(

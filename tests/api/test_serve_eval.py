@@ -46,7 +46,7 @@ KEYS: dict[str, Any] = {
 
 
 def examples(tmp_path: Path, n: int = 4) -> list[Example]:
-    from training.synthetic import generate
+    from demo.synthetic import generate
 
     path = tmp_path / "test.jsonl"
     write_jsonl(path, generate(TASK, n, seed=1, split="test"))

@@ -277,6 +277,7 @@ def test_the_copied_files_build_a_wheel_with_the_console_script(tmp_path: Path) 
 
             shutil.copytree(s, ctx / src, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (ctx / src).parent.mkdir(parents=True, exist_ok=True)
             (ctx / src).write_bytes(s.read_bytes())
     out = tmp_path / "wheels"
     proc = subprocess.run(
@@ -308,6 +309,8 @@ def test_the_copied_files_build_a_wheel_with_the_console_script(tmp_path: Path) 
     assert f"{module}.py" in names or f"{module}/__init__.py" in names, (
         f"the console script's module {script.group(1)} is not in the image's wheel"
     )
+    # `serve --demo` seeds the demo routes, which the console script finds beside demo/.
+    assert {"demo/__init__.py", "demo/routes.yaml"} <= names
     assert not any(n.startswith(("training/", "load_tests/", "tests/")) for n in names)
 
     # Import the server from the wheel alone, as in the image: the editable install of

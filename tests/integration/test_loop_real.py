@@ -58,7 +58,7 @@ def lgw(gw_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess
 
 def route_doc(**change: Any) -> dict[str, Any]:
     """The demo's shipment-classification route (prompt, defaults, schema), for our adapter."""
-    demo = yaml.safe_load((ROOT / "router" / "demo_routes.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "demo" / "routes.yaml").read_text())
     doc = dict(demo["routes"]["shipment-classification"])
     doc.pop("adapter")
     return {**doc, **change}

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from demo import ROUTES_FILE
 from tests.integration.conftest import upload_dir
 from tests.integration.helpers import wait_until
 from tests.support import ADMIN, free_port
@@ -55,6 +56,8 @@ def start_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
             "from gateway.cli import main; main()",
             "serve",
             "--demo",
+            "--routes",
+            str(ROUTES_FILE),
             "--port",
             str(port),
         ],

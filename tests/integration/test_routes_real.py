@@ -10,6 +10,7 @@ import openai
 import pytest
 from jsonschema import Draft202012Validator
 
+from demo import ROUTES_FILE
 from router.routes import RouteTable
 from tests.integration.conftest import upload_dir
 
@@ -35,9 +36,9 @@ def ask(sdk: openai.OpenAI, model: str, messages: list[dict[str, str]],
 
 def test_each_request_type_answers_with_its_adapter_and_schema(
         sdk: openai.OpenAI, admin: httpx.Client, adapter_factory: Any) -> None:
-    from training.synthetic import generate
+    from demo.synthetic import generate
 
-    table = RouteTable.load(None)
+    table = RouteTable.load(ROUTES_FILE)
     for task, (name, seed) in ADAPTERS.items():
         uploaded = upload_dir(admin, adapter_factory(seed), name, alias="prod")
         example = generate(task, 1, seed=5, split="test")[0]

@@ -19,9 +19,9 @@ TASK = "shipment-classification"
 def test_serve_eval_scores_prompt_only_and_adapter(
     gw_url: str, admin: httpx.Client, adapter_factory: Any, tmp_path: Path
 ) -> None:
+    from demo.synthetic import generate
     from training.data import write_jsonl
     from training.serve_eval import evaluate_served
-    from training.synthetic import generate
 
     # The demo route points at shipment-classifier@prod: a random adapter stands in.
     uploaded = upload_dir(admin, adapter_factory(41), "shipment-classifier", alias="prod")

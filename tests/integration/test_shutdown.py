@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from demo import ROUTES_FILE
 from engine.fake import FakeEngineState, Faults, create_fake_engine
 from tests.integration.helpers import wait_until
 from tests.support import ADMIN, INFERENCE, ThreadServer, free_port, tar_of, write_tiny_adapter
@@ -48,7 +49,10 @@ def start_gateway(engine_url: str, tmp: Path, **env: str) -> tuple[subprocess.Po
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--demo"],
+        [
+            *(sys.executable, "-c", "from gateway.cli import main; main()"),
+            *("serve", "--demo", "--routes", str(ROUTES_FILE)),
+        ],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -138,10 +138,10 @@ def test_lora_and_full_runs_learn(method: str, tiny_model: Path, tmp_path: Path)
 
 
 def test_dpo_run_loss_falls_and_the_adapter_registers(tiny_model: Path, tmp_path: Path) -> None:
+    from demo.synthetic import generate
     from gateway.app import create_app
     from tests.support import ADMIN, ThreadServer, demo_settings
     from training.register import register_adapter
-    from training.synthetic import generate
 
     chat = tmp_path / "chat.jsonl"
     # Answers without their working fields (~130 tokens of them): this tests the DPO

@@ -17,8 +17,9 @@
    what it drives; nothing imports either.
 4. ``training`` and ``load_tests`` talk to the server over HTTP: of ``gateway``, ``router``
    and ``adapters`` they may import only ``adapters.validation`` (to check an adapter
-   before upload), ``adapters.errors`` (the error it raises) and ``gateway.admin_client``
-   (the one client of the admin API, which shares only the wire format with the server).
+   before upload), ``adapters.errors`` (the error it raises), ``gateway.admin_client``
+   (the one client of the admin API, which shares only the wire format with the server)
+   and ``gateway.demo_keys`` (the demo's well-known keys, constants only).
 
 The graph is built with ``ast`` from every ``.py`` file of those packages, so it sees what
 ``import`` never runs in a test: imports inside functions (lazy ones), relative imports,
@@ -45,21 +46,16 @@ LAYERS = ("adapters", "router", "gateway", "engine", "training", "load_tests", "
 RANK = {pkg: i for i, pkg in enumerate(LAYERS)}
 SERVER = frozenset({"adapters", "router", "gateway"})
 HTTP_CLIENTS = frozenset({"training", "load_tests"})
-# What an HTTP client package may import of the server (ARCHITECTURE.md), and the one
-# admin API client (issue 17), which imports neither FastAPI nor the server's state.
+# What an HTTP client package may import of the server (ARCHITECTURE.md), the one admin
+# API client (issue 17), which imports neither FastAPI nor the server's state, and the
+# demo's well-known keys (constants only; the server's settings import them too).
 SERVER_MODULES_FOR_CLIENTS = frozenset(
-    {"adapters.validation", "adapters.errors", "gateway.admin_client"}
+    {"adapters.validation", "adapters.errors", "gateway.admin_client", "gateway.demo_keys"}
 )
 
-# (importing module, imported module) -> why it is still there. Issue 17 removes them.
-ALLOWED: dict[tuple[str, str], str] = {
-    # The benchmark stack starts its gateway in demo mode and reads the demo keys from the
-    # server's settings module; they belong with the admin client or the demo wing.
-    ("load_tests.stack", "gateway.settings"): "issue 17: demo keys from the server settings",
-    # The benchmark takes the committed demo adapters when the demo wing is installed;
-    # ARCHITECTURE.md wants a small registry the demo fills instead of this lookup.
-    ("load_tests.bench_adapters", "demo.adapters"): "issue 17: demo adapter registry",
-}
+# (importing module, imported module) -> why it is still there, for an arrow that cannot
+# be removed yet. Empty since issue 17; an entry that no longer matches an import fails.
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

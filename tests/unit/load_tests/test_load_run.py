@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 import socket
-import sys
-import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +20,8 @@ from load_tests.prompts import PromptError, PromptSet, load_prompt_set, prompt_m
 from load_tests.scenario import REQUEST_TYPES, ScenarioError, parse_scenario
 from load_tests.stats import sum_series
 from tests.support import ThreadServer
+from training import sources
+from training.sources import SyntheticGenerator
 
 SCHEMA = {
     "type": "object",
@@ -321,9 +321,10 @@ async def test_preflight_accepts_a_model_found_only_by_a_first_request() -> None
     assert len(result.records) == 2 and all(r.ok for r in result.records)
 
 
-def test_prompts_come_from_the_synthetic_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prompts_come_from_the_registered_sources_test_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[tuple[str, int, int, str]] = []
-    module = types.ModuleType("training.synthetic")
 
     def generate(task: str, n: int, *, seed: int, split: str) -> list[dict[str, Any]]:
         calls.append((task, n, seed, split))
@@ -340,17 +341,21 @@ def test_prompts_come_from_the_synthetic_test_split(monkeypatch: pytest.MonkeyPa
             for i in range(n)
         ]
 
-    module.generate = generate  # type: ignore[attr-defined]
-    module.ANSWER_SCHEMAS = {"invoice_parsing": SCHEMA}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "training.synthetic", module)
-    ps = load_prompt_set(["invoice-parsing"], pool_size=3, seed=42)
-    assert calls == [("invoice_parsing", 3, 42, "test")]
-    assert ps.pool("invoice-parsing")[2] == [
+    source = SyntheticGenerator(
+        name="fake", generate=generate, schemas={"invoice-parsing": SCHEMA},
+        working={"invoice-parsing": ("w",)},
+    )
+    monkeypatch.setattr(sources, "_SOURCES", {"fake": source})
+    ps = load_prompt_set(["invoice_parsing"], pool_size=3, seed=42)
+    assert calls == [("invoice-parsing", 3, 42, "test")]
+    assert ps.pool("invoice_parsing")[2] == [
         {"role": "system", "content": "S"},
         {"role": "user", "content": "U2"},
     ]
-    assert ps.schemas == {"invoice-parsing": SCHEMA}
-    with pytest.raises(PromptError, match="no task 'route-optimization'"):
+    assert ps.schemas == {"invoice_parsing": SCHEMA}
+    assert ps.working == {"invoice_parsing": ("w",)}
+    unknown = r"no dataset source makes task 'route-optimization'; registered: fake"
+    with pytest.raises(PromptError, match=unknown):
         load_prompt_set(["route-optimization"], pool_size=1, seed=1)
     with pytest.raises(PromptError, match="no system or user message"):
         prompt_messages({"messages": [{"role": "assistant", "content": "x"}]})

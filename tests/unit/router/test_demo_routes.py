@@ -1,4 +1,4 @@
-"""The shipped route table agrees with what the demo adapters are trained on."""
+"""The demo route table (demo/routes.yaml) agrees with what the demo adapters are trained on."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 
 from jsonschema import Draft202012Validator
 
+from demo import ROUTES_FILE
+from demo.synthetic import ANSWER_SCHEMAS, SYSTEM_PROMPTS, TASKS, WORKING_FIELDS, generate
 from router.routes import RouteTable
-from training.synthetic import ANSWER_SCHEMAS, SYSTEM_PROMPTS, TASKS, WORKING_FIELDS, generate
 
 
 def test_demo_routes_match_training_data() -> None:
-    table = RouteTable.load(None)
+    table = RouteTable.load(ROUTES_FILE)
     assert set(table.routes) == set(TASKS)
     for task in TASKS:
         route = table.routes[task]

@@ -264,9 +264,9 @@ def test_demo_base_model_command_prints_the_directory(
 def test_eval_with_the_demo_base_prints_one_line_on_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from demo.synthetic import generate
     from training.cli import app
     from training.data import write_jsonl
-    from training.synthetic import generate
 
     data = tmp_path / "test.jsonl"
     write_jsonl(data, generate("route-optimization", 2, seed=0, split="test"))

@@ -235,8 +235,8 @@ def test_eval_gateway_mode_refuses_mixed_or_missing_options(tmp_path: Path) -> N
 
 
 def test_an_unreachable_gateway_is_a_clear_error(tmp_path: Path) -> None:
+    from demo.synthetic import generate
     from training.data import write_jsonl
-    from training.synthetic import generate
 
     data = tmp_path / "test.jsonl"
     write_jsonl(data, generate(TASK, 2, seed=0, split="test"))

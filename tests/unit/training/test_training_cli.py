@@ -141,7 +141,7 @@ def test_eval_writes_outside_the_adapter_dir_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import training.evaluate
-    from training.synthetic import generate
+    from demo.synthetic import generate
 
     data = tmp_path / "test.jsonl"
     record = generate("route-optimization", 1, seed=1, split="test")[0]

@@ -20,6 +20,7 @@ from training.config import (
 from training.errors import ConfigError, HardwareError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+DEMO_CONFIGS = Path(__file__).resolve().parents[3] / "demo" / "configs"
 DEMO_TASKS = ("shipment-classification", "invoice-parsing", "route-optimization")
 
 
@@ -248,7 +249,7 @@ def test_overrides_replace_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", DEMO_TASKS)
 def test_demo_configs_load_on_a_cpu(task: str) -> None:
-    cfg = load_config(CONFIGS / f"{task}.yaml", cuda_available=False)
+    cfg = load_config(DEMO_CONFIGS / f"{task}.yaml", cuda_available=False)
     # LoRA on the weights vLLM serves (see the config's comment); QLoRA is the 8B config's.
     assert cfg.method == "lora" and cfg.task == task
     assert cfg.lora_r <= cfg.serving_max_lora_rank
@@ -258,7 +259,7 @@ def test_demo_configs_load_on_a_cpu(task: str) -> None:
 
 
 def test_llama3_config_differs_only_in_model_method_and_hardware_keys() -> None:
-    demo = yaml.safe_load((CONFIGS / "shipment-classification.yaml").read_text())
+    demo = yaml.safe_load((DEMO_CONFIGS / "shipment-classification.yaml").read_text())
     big = yaml.safe_load((CONFIGS / "llama3-8b-qlora.yaml").read_text())
     changed = {k for k in demo.keys() | big.keys() if demo.get(k) != big.get(k)}
     allowed = {"base_model", "device", "bf16", "flash_attention", "torch_threads", "output_dir"}

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from training.synthetic import (
+from demo.synthetic import (
     ANSWER_SCHEMAS,
     SYSTEM_PROMPTS,
     TASKS,
@@ -22,8 +22,8 @@ from training.synthetic import (
     render_answer,
     strip_working,
 )
-from training.synthetic_rules import distance_band, eta_bucket, sample_route
-from training.synthetic_vocab import CARRIERS, CITIES, GOODS, VENDORS
+from demo.synthetic.rules import distance_band, eta_bucket, sample_route
+from demo.synthetic.vocab import CARRIERS, CITIES, GOODS, VENDORS
 
 N = 150
 
@@ -319,8 +319,8 @@ def test_underscore_task_names_are_accepted() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, training.synthetic\n"
-        "heavy = ('torch', 'transformers', 'tokenizers', 'numpy')\n"
+        "import sys, demo.synthetic\n"
+        "heavy = ('torch', 'transformers', 'tokenizers', 'numpy', 'training')\n"
         "print(','.join(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

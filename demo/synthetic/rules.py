@@ -1,7 +1,7 @@
 """The labelling rules of the three demo tasks, and what their example makers share.
 
-Each maker (:mod:`training.synthetic_shipments`, :mod:`training.synthetic_invoices`,
-:mod:`training.synthetic_routes`) takes a ``random.Random`` and a window (``"train"`` or
+Each maker (:mod:`demo.synthetic.shipments`, :mod:`demo.synthetic.invoices`,
+:mod:`demo.synthetic.routes`) takes a ``random.Random`` and a window (``"train"`` or
 ``"test"``) and returns ``(document, answer, meta)``: the text a service would send, the
 ground-truth answer, and the facts the answer was derived from (so a test can recompute
 it). The test window uses other cities, carriers and vendors and is harder on purpose:
@@ -19,7 +19,7 @@ import random
 from functools import cache
 from typing import Any
 
-from training.synthetic_vocab import CITIES, City
+from demo.synthetic.vocab import CITIES, City
 
 Made = tuple[str, dict[str, Any], dict[str, Any]]
 

@@ -8,8 +8,8 @@ import math
 import random
 from typing import Any
 
-from training.synthetic_rules import Made, city_pairs, money
-from training.synthetic_vocab import CHARGES, MONTHS, VENDORS
+from demo.synthetic.rules import Made, city_pairs, money
+from demo.synthetic.vocab import CHARGES, MONTHS, VENDORS
 
 
 def _unit_price_cents(rng: random.Random) -> int:

@@ -1,6 +1,6 @@
 """The route-optimization maker: candidate lanes and a deadline in one of several
 layouts, labelled with the chosen lane and a reason code (the rule is
-:func:`training.synthetic_rules.choose_lane`). Pure stdlib.
+:func:`demo.synthetic.rules.choose_lane`). Pure stdlib.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from training.synthetic_rules import ROUTE_REASONS, Made, choose_lane, city_pairs
-from training.synthetic_vocab import CARRIERS, City
+from demo.synthetic.rules import ROUTE_REASONS, Made, choose_lane, city_pairs
+from demo.synthetic.vocab import CARRIERS, City
 
 
 def _lane_costs(rng: random.Random, n: int, hard: bool) -> list[int]:

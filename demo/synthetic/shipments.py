@@ -1,5 +1,5 @@
 """The shipment-classification maker: a shipment in one of several layouts, labelled
-with its category and ETA bucket (:mod:`training.synthetic_rules` has the rules). Pure stdlib.
+with its category and ETA bucket (:mod:`demo.synthetic.rules` has the rules). Pure stdlib.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from training.synthetic_rules import (
+from demo.synthetic.rules import (
     CATEGORY_PRECEDENCE,
     LONG_KM,
     SHORT_KM,
@@ -17,7 +17,7 @@ from training.synthetic_rules import (
     sample_route,
     shipment_category,
 )
-from training.synthetic_vocab import CARRIERS, GOODS, NOTES, PACKAGING, SERVICE_LEVELS
+from demo.synthetic.vocab import CARRIERS, GOODS, NOTES, PACKAGING, SERVICE_LEVELS
 
 
 def _goods_phrase(rng: random.Random, item: str) -> tuple[str, int]:

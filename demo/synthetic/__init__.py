@@ -20,6 +20,9 @@ The ``train`` and ``val`` splits draw from one generator window; ``test`` from a
 other cities, carriers and vendors and harder cases. Everything is deterministic from the
 seed: each call uses its own ``random.Random``, never the global one. Stdlib only, so that
 importing this module stays cheap.
+
+Training and the load tests never import it: :func:`register` adds it to training's
+dataset-source registry (:mod:`training.sources`), and the console script calls that.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import random
 from collections.abc import Callable
 from typing import Any, Literal
 
-from training.synthetic_invoices import make_invoice
-from training.synthetic_routes import make_route, route_working
-from training.synthetic_rules import (
+from demo.synthetic.invoices import make_invoice
+from demo.synthetic.routes import make_route, route_working
+from demo.synthetic.rules import (
     CATEGORY_PRECEDENCE,
     DISTANCE_BANDS,
     ETA_BUCKETS,
@@ -42,14 +45,17 @@ from training.synthetic_rules import (
     money,
     shipment_category,
 )
-from training.synthetic_shipments import make_shipment, shipment_working
-from training.synthetic_vocab import SERVICE_LEVELS
+from demo.synthetic.shipments import make_shipment, shipment_working
+from demo.synthetic.vocab import SERVICE_LEVELS
+
+SOURCE_NAME = "demo-logistics"
 
 __all__ = [
     "ANSWER_SCHEMAS",
     "CATEGORY_PRECEDENCE",
     "ETA_BUCKETS",
     "ROUTE_REASONS",
+    "SOURCE_NAME",
     "SPLITS",
     "SYSTEM_PROMPTS",
     "TASKS",
@@ -58,6 +64,7 @@ __all__ = [
     "choose_lane",
     "eta_bucket",
     "generate",
+    "register",
     "render_answer",
     "shipment_category",
     "strip_working",
@@ -287,3 +294,14 @@ def generate(task: str, n: int, *, seed: int, split: Split) -> list[dict[str, An
             }
         )
     return records
+
+
+def register() -> None:
+    """Make this generator training's source of the three demo tasks (training.sources)."""
+    from training.sources import SyntheticGenerator, register_synthetic
+
+    register_synthetic(
+        SyntheticGenerator(
+            name=SOURCE_NAME, generate=generate, schemas=ANSWER_SCHEMAS, working=WORKING_FIELDS
+        )
+    )
