@@ -122,6 +122,8 @@ class InferenceRoute(APIRoute):
             or deps != [inference_call]
             or self.dependant.query_params
             or self.dependant.path_params
+            or self.dependant.header_params
+            or self.dependant.cookie_params
         ):
             raise TypeError(
                 f"{self.path}: an InferenceRoute endpoint takes one body model and the "

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import httpx
 import orjson
 import pytest
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.exceptions import HTTPException, RequestValidationError
 
 from gateway.deps import Inference
@@ -89,3 +89,10 @@ def test_an_endpoint_asking_for_more_is_refused_at_start_up() -> None:
 
         @router.post("/v1/completions")
         async def create_plain(request: ChatCompletionRequest, q: int) -> None: ...
+
+    with pytest.raises(TypeError, match="one body model and the Inference dependency"):
+
+        @router.post("/v1/other")
+        async def create_header(
+            request: ChatCompletionRequest, call: Inference, x_tenant: Annotated[str, Header()]
+        ) -> None: ...
