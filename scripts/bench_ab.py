@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_proxy_floor import PROMPTS, cpu_of  # the same requests and CPU reading
+from bench_proxy_floor import PROMPTS  # the same requests
 
 import load_tests.stack as stack_module
 from demo import ROUTES_FILE
 from load_tests.bench_adapters import demo_adapters
+from load_tests.hostload import group_cpu_s
 from load_tests.stack import StackSpec, bench_stack, set_routes_file
 from training.base_model import ensure_base_model
 
@@ -89,11 +90,11 @@ def main() -> None:
         for i in range(300):  # warm-up
             for _, st, _, client, _ in arms:
                 ask(st, client, i)
-        before = [cpu_of(pid) for _, _, pid, _, _ in arms]
+        before = [group_cpu_s(pid) for _, _, pid, _, _ in arms]
         for i in range(args.requests):
             for _, st, _, client, lat in arms:
                 lat.append(ask(st, client, i))
-        after = [cpu_of(pid) for _, _, pid, _, _ in arms]
+        after = [group_cpu_s(pid) for _, _, pid, _, _ in arms]
     print(f"{os.cpu_count()} cores; {args.requests} requests per version, alternating")
     print("| version | gateway CPU ms/request | p50 ms |")
     print("|---|---:|---:|")

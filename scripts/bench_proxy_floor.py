@@ -17,7 +17,7 @@ few events) and to the base model (every engine event relayed), with the server-
 events each answer held and the CPU per event.
 
 Rounds alternate the arms so that they share the machine's state; each arm's figure is
-the server process's CPU time (user + system, from /proc) over its requests. The client
+the server process group's CPU time (user + system, from /proc) over its requests. The client
 is a bare asyncio stream client so that it costs the servers little.
 Run: ``.venv/bin/python scripts/bench_proxy_floor.py``; the figures are in BENCHMARKS.md.
 """
@@ -35,11 +35,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import psutil
 
 from demo import ROUTES_FILE
 from engine.process import ManagedProcess, ProcessStartError, free_port
 from load_tests.bench_adapters import demo_adapters
+from load_tests.hostload import group_cpu_s
 from load_tests.stack import StackSpec, bench_stack, set_routes_file
 from training.base_model import ensure_base_model
 
@@ -65,11 +65,6 @@ class Arm:
         self.latencies: list[float] = []
 
 
-def cpu_of(pid: int) -> float:
-    proc = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
-
-
 async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", arm.port)
     auth = f"authorization: Bearer {arm.key}\r\n".encode() if arm.key else b""
@@ -78,7 +73,7 @@ async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
         b"\r\n" + auth + b"content-length: %d\r\n\r\n" % len(body) + body
         for body in arm.bodies
     ]
-    cpu0 = cpu_of(arm.pid)
+    cpu0 = group_cpu_s(arm.pid)
     for i in range(n):
         t0 = time.perf_counter()
         writer.write(requests[i % len(requests)])
@@ -102,7 +97,7 @@ async def run_arm(arm: Arm, n: int, *, measure: bool) -> None:
         if measure:
             arm.latencies.append(time.perf_counter() - t0)
     if measure:
-        arm.cpu_s += cpu_of(arm.pid) - cpu0
+        arm.cpu_s += group_cpu_s(arm.pid) - cpu0
         arm.requests += n
     writer.close()
 

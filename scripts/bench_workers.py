@@ -19,18 +19,13 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 from demo import ROUTES_FILE
 from engine.process import ManagedProcess, ProcessStartError, free_port
+from load_tests.hostload import group_cpu_s
 
 BODY = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 KEY = {"Authorization": "Bearer demo-inference-key"}
-
-
-def tree_cpu(pid: int) -> float:
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
 
 
 async def load(url: str, headers: dict[str, str], seconds: float, clients: int = 32) -> int:
@@ -67,9 +62,9 @@ def gateway_arm(fake_url: str, workers: int, seconds: float, tmp: Path) -> tuple
         gw.wait_ready(url + "/health/ready", bound_s=60)
         asyncio.run(load(url, KEY, 2.0))  # warm
         assert gw.pid is not None
-        cpu0 = tree_cpu(gw.pid)
+        cpu0 = group_cpu_s(gw.pid)
         n = asyncio.run(load(url, KEY, seconds))
-        return n / seconds, (tree_cpu(gw.pid) - cpu0) / n
+        return n / seconds, (group_cpu_s(gw.pid) - cpu0) / n
 
 
 def main() -> None:
