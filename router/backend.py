@@ -1,10 +1,11 @@
 """The seam to the engine: one vLLM OpenAI-compatible server, spoken to over HTTP.
 
 The interface is deliberately small (chat, completion, stream, load adapter, unload
-adapter, list models, health). The real implementation uses aiohttp, which measured
-about 2 ms faster per call than httpx on this path (see BENCHMARKS.md). Tests run the
-same client against ``engine.fake`` (a deterministic ASGI fake of vLLM's wire
-format) served on a loopback port, so the real client code is what is tested.
+adapter, list models, health). It speaks HTTP/1.1 through :mod:`router.http1`, a lean
+keep-alive client on httptools (about a quarter of aiohttp's CPU per call on this path,
+see docs/gateway-cpu.md). Tests run the same client against ``engine.fake`` (a
+deterministic ASGI fake of vLLM's wire format) served on a loopback port, so the real
+client code is what is tested.
 
 Errors a caller can act on:
 
@@ -13,32 +14,28 @@ Errors a caller can act on:
     ├── EngineTimeout       connect or first byte or chunk gap exceeded
     └── EngineHTTPError     the engine answered with an error status (status, body)
 
-aiohttp reports a malformed or over-long response (a streamed line past its 512 KiB
-line limit raises ``LineTooLong``) with ``http_exceptions`` that are not ``ClientError``;
-they are engine failures like any other, so every call turns them into ``EngineError``
-too. Messages name the engine and aiohttp's error; they are for logs, not for callers.
+A malformed or cut-off answer, a response head over 64 KiB or a streamed line past the
+512 KiB line limit (``LineTooLong``) is an ``EngineError`` like any other engine failure.
+Messages name the engine and the cause; they are for logs, not for callers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
-from aiohttp.http_exceptions import HttpProcessingError
 
 from adapters.errors import LoraGatewayError
+from router.http1 import BrokenAnswer, ConnectFailed, H1Connection, H1Pool
 
-JSON_HEADERS = {"Content-Type": "application/json"}
-# What aiohttp raises for a broken response: ClientError, its parser's HttpProcessingError
-# (LineTooLong, BadHttpMessage...) and, from StreamReader.readline, ValueError.
-BROKEN_RESPONSE = (aiohttp.ClientError, HttpProcessingError)
 MAX_LINE = 512 * 1024
-"""The longest line a streamed answer may hold (aiohttp's own line limit)."""
+"""The longest line a streamed answer may hold (aiohttp's line limit, kept)."""
 
 
 class EngineError(LoraGatewayError):
@@ -87,10 +84,16 @@ class Timeouts:
     total: float = 600.0
 
 
+class _Body(Protocol):
+    async def readany(self) -> bytes: ...
+
+    def release(self) -> None: ...
+
+
 class UpstreamStream:
     """An open streamed response: iterate ``lines()``; always ``close()`` it."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, timeouts: Timeouts) -> None:
+    def __init__(self, resp: _Body, timeouts: Timeouts) -> None:
         self._resp = resp
         self._timeouts = timeouts
         self.started = time.perf_counter()
@@ -111,18 +114,18 @@ class UpstreamStream:
         line longer than :data:`MAX_LINE` is a broken engine (memory stays bounded); the
         lines before it are delivered first.
         """
-        content = self._resp.content
+        resp = self._resp
         limit = self._timeouts.first_byte
         pending = b""
         while True:
             try:
                 async with asyncio.timeout(limit):
-                    data = await content.readany()
+                    data = await resp.readany()
             except TimeoutError as exc:
                 phase = "first_byte" if limit == self._timeouts.first_byte else "chunk"
                 raise EngineTimeout(f"engine stalled ({phase} timeout)", phase=phase) from exc
-            except (*BROKEN_RESPONSE, ValueError) as exc:
-                raise EngineError(f"engine stream broke: {exc!r}") from exc
+            except BrokenAnswer as exc:
+                raise EngineError(f"engine stream broke: {exc}") from exc
             if not data:
                 if pending:
                     yield [pending]
@@ -148,9 +151,9 @@ class UpstreamStream:
                 )
 
     async def close(self) -> None:
-        # close(), not release(): an unfinished stream must drop the connection so
-        # that vLLM sees the disconnect and aborts the generation.
-        self._resp.close()
+        # An unfinished stream drops the connection, so that vLLM sees the disconnect
+        # and aborts the generation; a whole one goes back to the pool.
+        self._resp.release()
 
 
 class VLLMBackend:
@@ -167,51 +170,64 @@ class VLLMBackend:
         self.url = url.rstrip("/")
         self.name = name or self.url.split("//", 1)[-1]
         self.timeouts = timeouts or Timeouts()
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an engine URL is http(s)://host[:port][/prefix], not {url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._tls = parts.scheme == "https"
+        self._prefix = parts.path.rstrip("/")
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: H1Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"VLLMBackend({self.url!r})"
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+    def pool(self) -> H1Pool:
+        """The connection pool of the running event loop (a new loop gets a new pool)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._loop is not loop:
+            self._pool = H1Pool(
+                self._host,
+                self._port,
+                limit=self._max_connections,
+                ssl=ssl.create_default_context() if self._tls else None,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False
-            )
-        return self._session
+            self._loop = loop
+        return self._pool
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     # --- the seam -------------------------------------------------------------------
     async def chat(self, body: bytes) -> bytes:
-        return await self._post("/v1/chat/completions", body)
+        return await self._call(b"POST", "/v1/chat/completions", body)
 
     async def completion(self, body: bytes) -> bytes:
-        return await self._post("/v1/completions", body)
+        return await self._call(b"POST", "/v1/completions", body)
 
     async def stream(self, path: str, body: bytes) -> UpstreamStream:
         t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=None)
-        resp = await self._send(path, body, timeout, header_timeout=t.first_byte)
-        if resp.status >= 400:
-            try:
-                data = await asyncio.wait_for(resp.read(), t.first_byte)
-            finally:
-                resp.release()
-            raise EngineHTTPError(resp.status, data)
-        return UpstreamStream(resp, t)
+        try:
+            async with asyncio.timeout(t.first_byte + t.connect):
+                conn = await self._send(b"POST", path, body)
+                if conn.status >= 400:
+                    data = await conn.read()
+                    raise EngineHTTPError(conn.status, data)
+        except TimeoutError as exc:
+            raise EngineTimeout("engine did not answer in time", phase="first_byte") from exc
+        except BrokenAnswer as exc:
+            raise EngineError(f"engine {self.name} failed: {exc}") from exc
+        return UpstreamStream(conn, t)
 
     async def load_adapter(self, engine_name: str, path: str) -> None:
         payload = orjson.dumps({"lora_name": engine_name, "lora_path": path})
         try:
-            await self._post("/v1/load_lora_adapter", payload)
+            await self._call(b"POST", "/v1/load_lora_adapter", payload)
         except EngineHTTPError as exc:
             if exc.status == 400 and "already been loaded" in exc.message():
                 return  # idempotent: it is there, which is what we wanted
@@ -220,85 +236,48 @@ class VLLMBackend:
     async def unload_adapter(self, engine_name: str) -> None:
         payload = orjson.dumps({"lora_name": engine_name})
         try:
-            await self._post("/v1/unload_lora_adapter", payload)
+            await self._call(b"POST", "/v1/unload_lora_adapter", payload)
         except EngineHTTPError as exc:
             if exc.status in (400, 404):
                 return  # idempotent: already gone
             raise
 
     async def list_models(self) -> list[dict[str, Any]]:
-        data = orjson.loads(await self._get("/v1/models"))
+        data = orjson.loads(await self._call(b"GET", "/v1/models"))
         return list(data.get("data", []))
 
     async def health(self) -> bool:
         try:
-            await self._get("/health", total=max(self.timeouts.connect, 2.0))
+            await self._call(b"GET", "/health", total=max(self.timeouts.connect, 2.0))
         except EngineError:
             return False
         return True
 
     # --- plumbing ---------------------------------------------------------------------
-    async def _send(
-        self,
-        path: str,
-        body: bytes,
-        client_timeout: aiohttp.ClientTimeout,
-        *,
-        header_timeout: float | None,
-    ) -> aiohttp.ClientResponse:
-        """POST ``body``; until the headers arrive within ``header_timeout`` (+ connect), or
-        None: the caller's own deadline bounds it."""
+    async def _send(self, method: bytes, path: str, body: bytes) -> H1Connection:
+        """Send the request and wait for the answer's head; a failed connect is
+        :class:`EngineUnreachable`. The caller's deadline bounds the wait."""
         try:
-            async with asyncio.timeout(
-                None if header_timeout is None else header_timeout + self.timeouts.connect
-            ):
-                return await self.session.post(
-                    self.url + path, data=body, headers=JSON_HEADERS, timeout=client_timeout
-                )
-        except aiohttp.ClientConnectorError as exc:
+            return await self.pool.request(
+                method, self._prefix + path, body, connect_timeout=self.timeouts.connect
+            )
+        except ConnectFailed as exc:
             raise EngineUnreachable(
                 f"cannot connect to engine {self.name}: {exc.strerror}"
             ) from exc
-        except TimeoutError as exc:
-            raise EngineTimeout("engine did not answer in time", phase="first_byte") from exc
-        except BROKEN_RESPONSE as exc:
-            raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
 
-    async def _post(self, path: str, body: bytes) -> bytes:
-        t = self.timeouts
-        # One deadline for the whole exchange (a timer per request on the hot path, not
-        # three): aiohttp's own bounds only the connect.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
+    async def _call(
+        self, method: bytes, path: str, body: bytes = b"", *, total: float | None = None
+    ) -> bytes:
+        """One whole exchange under one deadline (``total``, else the timeouts' total)."""
         try:
-            async with asyncio.timeout(t.total):
-                resp = await self._send(path, body, timeout, header_timeout=None)
-                try:
-                    data = await resp.read()
-                finally:
-                    resp.release()
+            async with asyncio.timeout(total or self.timeouts.total):
+                conn = await self._send(method, path, body)
+                data = await conn.read()
         except TimeoutError as exc:
             raise EngineTimeout("engine did not answer in time", phase="total") from exc
-        except BROKEN_RESPONSE as exc:
-            raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
-        if resp.status >= 400:
-            raise EngineHTTPError(resp.status, data)
-        return data
-
-    async def _get(self, path: str, *, total: float | None = None) -> bytes:
-        t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=total or t.total, sock_connect=t.connect)
-        try:
-            async with self.session.get(self.url + path, timeout=timeout) as resp:
-                data = await resp.read()
-                status = resp.status
-        except aiohttp.ClientConnectorError as exc:
-            raise EngineUnreachable(
-                f"cannot connect to engine {self.name}: {exc.strerror}"
-            ) from exc
-        except TimeoutError as exc:
-            raise EngineTimeout("engine did not answer in time", phase="total") from exc
-        except BROKEN_RESPONSE as exc:
-            raise EngineError(f"engine {self.name} failed: {exc!r}") from exc
-        if status >= 400:
-            raise EngineHTTPError(status, data)
+        except BrokenAnswer as exc:
+            raise EngineError(f"engine {self.name} failed: {exc}") from exc
+        if conn.status >= 400:
+            raise EngineHTTPError(conn.status, data)
         return data

@@ -1,6 +1,7 @@
 """What the engine hop's HTTP client costs per request, in the client's own process: the
-same sequential keep-alive chat calls to the fast fake engine through aiohttp (the
-gateway's client), httpx, and a bare asyncio stream (request bytes written, response
+same sequential keep-alive chat calls to the fast fake engine through the gateway's
+engine client (``router.backend.VLLMBackend`` on ``router.http1``), aiohttp (the
+gateway's client before it), httpx, and a bare asyncio stream (request bytes written, response
 read by its Content-Length: no client library at all). Prints CPU ms and wall ms per
 request for each. Run: ``.venv/bin/python scripts/bench_engine_client.py``; the figures
 are in docs/gateway-cpu.md.
@@ -22,6 +23,7 @@ import orjson
 import uvloop
 
 from engine.process import ManagedProcess, free_port
+from router.backend import VLLMBackend
 
 BODY = orjson.dumps(
     {"model": "base", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 16}
@@ -46,6 +48,18 @@ async def with_aiohttp(url: str, n: int) -> tuple[float, float]:
                 await r.read()
 
         return await timed(n, one)
+
+
+async def with_backend(url: str, n: int) -> tuple[float, float]:
+    backend = VLLMBackend(url)
+
+    async def one() -> None:
+        await backend.chat(BODY)
+
+    try:
+        return await timed(n, one)
+    finally:
+        await backend.close()
 
 
 async def with_httpx(url: str, n: int) -> tuple[float, float]:
@@ -91,6 +105,7 @@ def main() -> None:
         with ManagedProcess("fake engine", argv, log=Path(tmp) / "fake.log") as fake:
             fake.wait_ready(url + "/health", bound_s=30)
             rows = [
+                ("VLLMBackend (router.http1)", uvloop.run(with_backend(url, args.requests))),
                 ("aiohttp", uvloop.run(with_aiohttp(url, args.requests))),
                 ("httpx", uvloop.run(with_httpx(url, args.requests))),
                 ("asyncio stream, no library", uvloop.run(with_stream(port, args.requests))),

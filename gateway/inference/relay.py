@@ -1,7 +1,7 @@
 """Relaying one engine stream to the caller as server-sent events.
 
 The status was sent before the first chunk, so a stream that breaks afterwards (the
-engine stalls, closes early, sends a line over aiohttp's limit, or anything else goes
+engine stalls, closes early, sends a line over the 512 KiB line limit, or anything else goes
 wrong) ends with exactly one ``data: {"error": ...}`` event, never with an invented
 ``finish_reason``. ``StreamRelay`` holds one stream's state; its ``finish`` runs once
 whatever happens: it closes the upstream connection (so vLLM aborts the generation),

@@ -1,7 +1,7 @@
 """Test helpers: the fake engine with scripted misbehaviour, and a client that walks away.
 
 ``ScriptedUpstream`` is the fake vLLM (``engine.fake``) with some endpoints
-replaced per test (an error body naming a store path, a line over aiohttp's 512 KiB
+replaced per test (an error body naming a store path, a line over the engine client's 512 KiB
 limit, a load that never answers). ``stream_then_disconnect`` drives a gateway app at the
 ASGI level, so a test decides exactly when the client goes away (httpx's ASGITransport
 buffers whole bodies and never disconnects).

@@ -1,4 +1,4 @@
-"""The OpenAI surface through create_app, against the fake vLLM (real aiohttp client)."""
+"""The OpenAI surface through create_app, against the fake vLLM (the real engine client)."""
 
 from __future__ import annotations
 

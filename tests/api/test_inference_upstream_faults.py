@@ -2,7 +2,7 @@
 
 - The ``model`` a caller sent is echoed JSON-escaped: it can neither add keys to the
   answer, nor break its JSON, nor forge server-sent events.
-- A streamed line longer than aiohttp's 512 KiB line limit ends the stream like any other
+- A streamed line longer than the engine client's 512 KiB line limit ends the stream like any other
   broken stream: one ``data: {"error": ...}`` event, then close.
 - The engine's own error text (store paths, load errors) never reaches a caller; it is
   logged at WARNING with the request id instead.
@@ -45,7 +45,7 @@ HOSTILE_MODELS = [
     "back\\slash\u2028and\x00nul",
 ]
 ANSWER_KEYS = {"id", "object", "created", "model", "choices", "usage"}
-BIG = 600 * 1024  # over aiohttp's 512 KiB line limit
+BIG = 600 * 1024  # over the engine client's 512 KiB line limit
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from router.backend import EngineError, VLLMBackend
 from router.pool import BackendState, Lease
 from tests.support import ThreadServer
 
-BIG = 600 * 1024  # over aiohttp's 512 KiB line limit
+BIG = 600 * 1024  # over the engine client's 512 KiB line limit
 
 
 def _chunk(idx: int, *, content: str | None = None, text: str | None = None) -> bytes:
