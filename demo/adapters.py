@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from demo import CONFIGS_DIR
-from training.base_model import base_identity
+from demo.base_model import base_identity
 from training.config import load_config
 from training.errors import TrainingError
 

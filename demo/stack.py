@@ -134,7 +134,7 @@ def demo_stack(
 
     ``tasks`` limits the adapters checked and registered (default: all three)."""
     from demo.adapters import DEMO_ADAPTERS, ensure_demo_adapters
-    from training.base_model import ensure_base_model
+    from demo.base_model import ensure_base_model
 
     STATE.mkdir(exist_ok=True)
     console.rule("1/5 demo base model")

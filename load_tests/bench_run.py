@@ -160,15 +160,17 @@ class BenchRun:
     # --- preparation ---------------------------------------------------------------------
     def prepare(self) -> tuple[Path, dict[str, AdapterFiles], list[Path]]:
         from load_tests.bench_adapters import adapter_versions, demo_adapters
-        from training.base_model import BaseModelError, ensure_base_model
+        from training.base_models import DEMO_BASE_MODEL, find_base_model
+        from training.errors import TrainingError
 
         if self.model_dir is not None:
             model_dir = self.model_dir
         else:
             self.say("demo base model (converted once, then cached)")
-            try:
-                model_dir = ensure_base_model(progress=self.live)
-            except BaseModelError as exc:
+            try:  # training's registry, which the demo wing fills (we never import it)
+                base = find_base_model(DEMO_BASE_MODEL)
+                model_dir = base.resolve(force=False, progress=self.live)
+            except TrainingError as exc:  # not registered, or it cannot be prepared
                 raise StackError(str(exc)) from None
         self.say(f"model: {model_dir}")
         adapters = demo_adapters(

@@ -28,10 +28,10 @@ from bench_proxy_floor import PROMPTS  # the same requests
 
 import load_tests.stack as stack_module
 from demo import ROUTES_FILE
+from demo.base_model import ensure_base_model
 from load_tests.bench_adapters import demo_adapters
 from load_tests.hostload import group_cpu_s
 from load_tests.stack import StackSpec, bench_stack, set_routes_file
-from training.base_model import ensure_base_model
 
 
 def variant(text: str) -> tuple[str, Path, dict[str, str]]:

@@ -30,8 +30,8 @@ from openai import AsyncOpenAI
 from rich.console import Console
 from rich.progress import Progress
 
+from demo.base_model import ensure_base_model
 from engine.launcher import EngineConfig, EngineProcess
-from training.base_model import ensure_base_model
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTER = ROOT / "demo" / "trained" / "shipment-classification" / "adapter"

@@ -37,11 +37,11 @@ from pathlib import Path
 import orjson
 
 from demo import ROUTES_FILE
+from demo.base_model import ensure_base_model
 from engine.process import ManagedProcess, ProcessStartError, free_port
 from load_tests.bench_adapters import demo_adapters
 from load_tests.hostload import group_cpu_s
 from load_tests.stack import StackSpec, bench_stack, set_routes_file
-from training.base_model import ensure_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = {

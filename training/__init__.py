@@ -1,1 +1,2 @@
-"""Training: datasets, QLoRA/LoRA/full/DPO fine-tuning, evaluation, export, the demo base model."""
+"""Training: datasets, QLoRA/LoRA/full/DPO fine-tuning, evaluation, export, and the
+registries of dataset sources and base models that the demo wing fills."""

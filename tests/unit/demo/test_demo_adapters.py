@@ -18,7 +18,7 @@ from demo.adapters import (
     check_demo_adapter,
     ensure_demo_adapters,
 )
-from training.base_model import PROVENANCE
+from demo.base_model import PROVENANCE
 
 
 def _base(tmp_path: Path, key: str = "k" * 64) -> Path:

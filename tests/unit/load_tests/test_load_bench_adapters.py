@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from adapters.errors import LoraGatewayError
 from demo.adapters import MANIFEST, TRAINED, ensure_demo_adapters, offer_to_bench
+from demo.base_model import PROVENANCE
 from load_tests import bench_adapters
 from load_tests.bench_adapters import (
     adapter_sources,
@@ -24,7 +25,6 @@ from load_tests.bench_adapters import (
     trained_available,
 )
 from load_tests.stack import DEMO_ADAPTER_NAMES, StackError
-from training.base_model import PROVENANCE
 
 
 @pytest.fixture(autouse=True)

