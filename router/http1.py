@@ -103,6 +103,7 @@ class H1Connection(asyncio.Protocol):
             self._error = BrokenAnswer(
                 f"the engine closed the connection{f' ({exc!r})' if exc else ''}"
             )
+        self._pool._forget(self)  # an idle one the server closed no longer counts
         self._wake()
 
     # --- httptools callbacks -------------------------------------------------------------

@@ -163,6 +163,7 @@ async def test_a_connection_the_server_closed_as_idle_is_retried_once_on_a_new_o
         pool = H1Pool("127.0.0.1", port)
         assert await (await pool.request(b"GET", "/x")).read() == b"{}"
         await asyncio.sleep(0.05)  # the close arrives; the pool notices on reuse or on send
+        assert pool._open == set()  # the closed idle connection no longer counts
         assert await (await pool.request(b"GET", "/x")).read() == b"{}"
         await pool.close()
     assert server.connections == 2
@@ -264,3 +265,35 @@ async def test_a_whole_answer_larger_than_the_high_water_mark_is_read_whole() ->
         conn = await pool.request(b"GET", "/x")
         assert await asyncio.wait_for(conn.read(), 5) == body
         await pool.close()
+
+
+async def test_a_whole_stream_keeps_its_connection_and_a_cut_one_drops_it() -> None:
+    sse = b"data: a\n\ndata: [DONE]\n\n"
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n"
+    async with serving(writes(head % len(sse), sse)) as (server, port):
+        backend = VLLMBackend(f"http://127.0.0.1:{port}")
+        for _ in range(2):
+            stream = await backend.stream("/v1/chat/completions", b"{}")
+            assert [line async for line in stream.lines()] == [
+                b"data: a\n",
+                b"\n",
+                b"data: [DONE]\n",
+                b"\n",
+            ]
+            await stream.close()
+        await backend.close()
+    assert server.connections == 1
+    gone = asyncio.Event()
+
+    async def unfinished(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(head % 1000 + b"data: a\n\n")
+        await writer.drain()
+        if await reader.read(1) == b"":
+            gone.set()
+
+    async with serving(unfinished) as (_, port):
+        backend = VLLMBackend(f"http://127.0.0.1:{port}")
+        stream = await backend.stream("/v1/chat/completions", b"{}")
+        await stream.close()  # the caller left mid-answer: the engine must see it
+        await asyncio.wait_for(gone.wait(), 5)
+        await backend.close()
