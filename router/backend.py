@@ -262,9 +262,7 @@ class VLLMBackend:
                 method, self._prefix + path, body, connect_timeout=self.timeouts.connect
             )
         except ConnectFailed as exc:
-            raise EngineUnreachable(
-                f"cannot connect to engine {self.name}: {exc.strerror}"
-            ) from exc
+            raise EngineUnreachable(f"cannot connect to engine {self.name}: {exc}") from exc
 
     async def _call(
         self, method: bytes, path: str, body: bytes = b"", *, total: float | None = None

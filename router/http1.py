@@ -29,7 +29,6 @@ bytes of it wait unread.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ssl as ssl_module
 import time
 from collections import deque
@@ -46,11 +45,6 @@ HIGH_WATER = 256 * 1024
 
 class ConnectFailed(LoraGatewayError):
     """No connection could be made: the request was not sent."""
-
-    def __init__(self, errno_: int | None, strerror: str) -> None:
-        super().__init__(strerror)
-        self.errno = errno_
-        self.strerror = strerror
 
 
 class BrokenAnswer(LoraGatewayError):
@@ -93,9 +87,6 @@ class H1Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__ if isinstance(exc.__context__, BrokenAnswer) else exc
             self._fail(cause if isinstance(cause, BrokenAnswer) else BrokenAnswer(str(exc)))
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -199,6 +190,8 @@ class H1Connection(asyncio.Protocol):
 
     # --- plumbing -------------------------------------------------------------------------
     async def _wait(self) -> None:
+        """Until the protocol has news; every caller waits in a loop, so a connection that
+        broke meanwhile raises on the caller's next turn, after what arrived before it."""
         if self._error is not None:
             raise self._error
         fut = asyncio.get_running_loop().create_future()
@@ -209,8 +202,6 @@ class H1Connection(asyncio.Protocol):
             self._waiter = None
             self.close()  # cancelled mid-answer (a deadline): never reuse this connection
             raise
-        if self._error is not None and not (self.complete or (self._buf and self.head_done)):
-            raise self._error
 
     def _wake(self) -> None:
         fut = self._waiter
@@ -306,12 +297,10 @@ class H1Pool:
                 await loop.create_connection(lambda: conn, self.host, self.port, ssl=self.ssl)
         except TimeoutError:
             self._forget(conn)
-            raise ConnectFailed(
-                errno.ETIMEDOUT, f"connect timed out after {connect_timeout} s"
-            ) from None
+            raise ConnectFailed(f"connect timed out after {connect_timeout} s") from None
         except OSError as exc:
             self._forget(conn)
-            raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from exc
+            raise ConnectFailed(exc.strerror or str(exc)) from exc
         return conn
 
     def _give_back(self, conn: H1Connection) -> None:

@@ -140,9 +140,5 @@ def resolve_base_model(spec: str, *, progress: bool, force: bool = False) -> Pat
     """
     if spec in _PROVIDERS:
         return _PROVIDERS[spec].resolve(force=force, progress=progress)
-    path = _local(spec)
-    if path is not None:
-        return path
-    if _is_bare_name(spec):
-        find_base_model(spec)  # raises: not registered, not a model directory, not a hub id
-    return spec
+    check_base_model(spec)  # raises: not registered, not a model directory, not a hub id
+    return _local(spec) or spec

@@ -73,21 +73,15 @@ def adapter_factory(base_model: Path, tmp_path_factory: pytest.TempPathFactory) 
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
+        from training.config_method import LLAMA_PROJECTIONS
+
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         cfg = LoraConfig(
             r=rank,
             lora_alpha=2 * rank,
             init_lora_weights=False,
-            target_modules=[
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],
+            target_modules=list(LLAMA_PROJECTIONS),
         )
         peft_model = get_peft_model(model, cfg)
         with torch.no_grad():  # large enough to change greedy outputs
