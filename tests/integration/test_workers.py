@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from engine.fake import FakeEngineState, create_fake_engine
+from tests.integration.helpers import wait_until
 from tests.integration.test_shutdown import children_of, start_gateway
 from tests.support import INFERENCE, ThreadServer
 
@@ -29,13 +30,25 @@ def established_on(pid: int, port: int) -> int:
     return sum(1 for c in conns if c.status == "ESTABLISHED" and c.laddr.port == port)
 
 
+def listening_on(pid: int, port: int) -> bool:
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return any(c.status == "LISTEN" and c.laddr.port == port for c in conns)
+
+
 def test_two_workers_share_the_port_and_stop_together(fast_engine: str, tmp_path: Path) -> None:
     proc, url = start_gateway(fast_engine, tmp_path, LORA_GATEWAY_WORKERS="2")
+    port = int(url.rsplit(":", 1)[1])
+    # Ready answers as soon as one worker listens; the other may still be starting.
+    wait_until(
+        lambda: (
+            len(kids := children_of(proc.pid)) == 2 and all(listening_on(pid, port) for pid in kids)
+        ),
+        bound=60,
+        what="both workers to listen",
+    )
+    workers = children_of(proc.pid)
     clients = [httpx.Client(base_url=url, headers=INFERENCE, timeout=10) for _ in range(16)]
     try:
-        workers = children_of(proc.pid)
-        assert len(workers) == 2, workers
-        port = int(url.rsplit(":", 1)[1])
         body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
         for c in clients:  # sixteen keep-alive connections, spread by the kernel
             r = c.post("/v1/chat/completions", json=body)
