@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from training.errors import ConfigError, DataError, TrainingError
 
@@ -33,7 +34,7 @@ AdminKey = Annotated[
 
 
 def _fail(exc: TrainingError) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=False, highlight=False)
+    console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True, highlight=False)
     return typer.Exit(2 if isinstance(exc, ConfigError | DataError) else 1)
 
 

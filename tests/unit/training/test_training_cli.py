@@ -108,6 +108,7 @@ def test_data_commands_report_bad_input(tmp_path: Path) -> None:
     bad.write_text('{"instruction": "x"}\n')
     res = runner.invoke(app, ["data", "validate", "--type", "alpaca", str(bad)])
     assert res.exit_code == 2 and f"{bad}:1: missing field 'output'" in res.stderr
+    assert "\nerror: 1 bad record" in res.stderr and "[bold" not in res.stderr  # styled, not markup
     res = runner.invoke(app, ["data", "validate", "--type", "yaml", str(bad)])
     assert res.exit_code == 2 and "unknown type" in res.stderr
     res = runner.invoke(
