@@ -10,6 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.errors import UnsupportedMediaTypeError
+from gateway.admin.routes_serving import RouteService
 from gateway.admin.serving import AdminService
 from gateway.auth import admitted_key, authorize
 from gateway.context import RequestContext, context_of
@@ -142,6 +143,14 @@ async def admin_service(request: Request) -> AdminService:
 
 
 Admin = Annotated[AdminService, Depends(admin_service)]
+
+
+async def route_service(request: Request) -> RouteService:
+    services: Services = request.app.state.services
+    return services.admin.routes
+
+
+Routes = Annotated[RouteService, Depends(route_service)]
 
 # The auth dependencies and the scope each one demands. The middleware reads a route's
 # dependency tree through ``required_scope`` to check the key before the body is read.

@@ -19,9 +19,8 @@ from gateway.admin.routes_protocol import (
     RouteVersionOut,
     route_body_openapi,
 )
-from gateway.admin.routes_serving import RouteService
 from gateway.admin.teams import actor_of
-from gateway.deps import AdminKey, Gw
+from gateway.deps import AdminKey, Routes
 from gateway.inference.protocol import error_responses
 from gateway.settings import TEAM_PATTERN
 
@@ -48,9 +47,9 @@ TeamQuery = Annotated[
     responses=error_responses(401, 403),
     summary="Every route in the catalogue and what each resolves to now",
 )
-async def list_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
-    routes = await RouteService(gw).list_routes(actor_of(key))
-    return RouteTableInfo(routes=[RouteInfo(**r) for r in routes])
+async def list_routes(service: Routes, key: AdminKey) -> RouteTableInfo:
+    found = await service.list_routes(actor_of(key))
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in found])
 
 
 @router.post(
@@ -59,13 +58,13 @@ async def list_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
     responses=error_responses(400, 401, 403),
     summary="Re-read the route table from the catalogue on this replica now",
 )
-async def reload_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
+async def reload_routes(service: Routes, key: AdminKey) -> RouteTableInfo:
     """Every replica re-reads the catalogue's routes within its poll interval anyway; this
     does it now. A stored route that no longer validates is refused and the old table kept.
     (Routes files are read only to seed an empty catalogue: use ``PUT`` or
     ``lora-gateway routes import FILE``.)"""
-    routes = await RouteService(gw).reload(actor_of(key))
-    return RouteTableInfo(routes=[RouteInfo(**r) for r in routes])
+    found = await service.reload(actor_of(key))
+    return RouteTableInfo(routes=[RouteInfo(**r) for r in found])
 
 
 @router.get(
@@ -74,8 +73,8 @@ async def reload_routes(gw: Gw, key: AdminKey) -> RouteTableInfo:
     responses=error_responses(400, 401, 403, 404),
     summary="One route",
 )
-async def get_route(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteInfo:
-    return RouteInfo(**await RouteService(gw).get_route(request_type, actor_of(key)))
+async def get_route(service: Routes, key: AdminKey, request_type: RequestTypePath) -> RouteInfo:
+    return RouteInfo(**await service.get_route(request_type, actor_of(key)))
 
 
 @router.put(
@@ -86,7 +85,7 @@ async def get_route(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> Rou
     openapi_extra=route_body_openapi(),
 )
 async def put_route(
-    gw: Gw,
+    service: Routes,
     key: AdminKey,
     request_type: RequestTypePath,
     raw_request: Request,
@@ -100,7 +99,7 @@ async def put_route(
     may name only its team's adapters (or ``base``; another's is 404 ``adapter_not_found``)
     and only a request type that is new or its team's (else 404 ``route_not_found``)."""
     body = await raw_request.body()
-    info = await RouteService(gw).put_route(
+    info = await service.put_route(
         request_type, body, comment=comment, by=key.id, actor=actor_of(key), team=team
     )
     return RouteInfo(**info)
@@ -113,11 +112,9 @@ async def put_route(
     summary="Delete a route (its history stays; a rollback restores it)",
 )
 async def delete_route(
-    gw: Gw, key: AdminKey, request_type: RequestTypePath, comment: CommentQuery = None
+    service: Routes, key: AdminKey, request_type: RequestTypePath, comment: CommentQuery = None
 ) -> RouteVersionOut:
-    out = await RouteService(gw).delete_route(
-        request_type, comment=comment, by=key.id, actor=actor_of(key)
-    )
+    out = await service.delete_route(request_type, comment=comment, by=key.id, actor=actor_of(key))
     return RouteVersionOut(**out)
 
 
@@ -127,8 +124,10 @@ async def delete_route(
     responses=error_responses(400, 401, 403, 404),
     summary="Every version of a route, oldest first",
 )
-async def route_history(gw: Gw, key: AdminKey, request_type: RequestTypePath) -> RouteHistoryOut:
-    return RouteHistoryOut(**await RouteService(gw).history(request_type, actor_of(key)))
+async def route_history(
+    service: Routes, key: AdminKey, request_type: RequestTypePath
+) -> RouteHistoryOut:
+    return RouteHistoryOut(**await service.history(request_type, actor_of(key)))
 
 
 @router.post(
@@ -138,7 +137,7 @@ async def route_history(gw: Gw, key: AdminKey, request_type: RequestTypePath) ->
     summary="Restore an earlier version of a route (as a new version)",
 )
 async def rollback_route(
-    gw: Gw,
+    service: Routes,
     key: AdminKey,
     request_type: RequestTypePath,
     request: Annotated[RollbackIn | None, Body()] = None,
@@ -148,7 +147,7 @@ async def rollback_route(
     409 ``version_is_deletion``, ``no_previous_version`` or ``route_changed``; 404
     ``adapter_not_found`` if the route names an adapter that is no longer registered."""
     body = request or RollbackIn()
-    info = await RouteService(gw).rollback(
+    info = await service.rollback(
         request_type, version=body.version, comment=body.comment, by=key.id, actor=actor_of(key)
     )
     return RouteInfo(**info)

@@ -60,10 +60,11 @@ def _json_field(raw: str | None, field: str) -> Any:
 
 
 class AdminService:
-    """Owns the admin operations of one gateway app."""
+    """Owns the admin operations of one gateway app (the route ones in ``routes``)."""
 
     def __init__(self, gw: GatewayState) -> None:
         self.gw = gw
+        self.routes = RouteService(gw)
 
     # --- adapters -------------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -220,7 +221,7 @@ class AdminService:
         if actor is not None:
             missing = ownership.version_not_found(name, version)
             await teams.require_adapter(self.gw, actor, name, missing)
-        protected = await RouteService(self.gw).referenced_versions()
+        protected = await self.routes.referenced_versions()
         sync = self.gw.replica
         assert sync is not None, "the lifespan starts the replica sync"
         drain = await asyncio.to_thread(
