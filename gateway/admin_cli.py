@@ -36,6 +36,10 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="LORA_GATEWAY_URL", help="G
 KeyOpt = Annotated[
     str, typer.Option("--key", envvar="LORA_GATEWAY_ADMIN_KEY", help="Admin API key.")
 ]
+TeamOpt = Annotated[
+    str | None,
+    typer.Option(help="Give it to this team (a platform admin's key; a team admin's is its own)."),
+]
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_KEY = DEMO_ADMIN_KEY
 
@@ -62,6 +66,7 @@ def upload(
     alias: Annotated[str | None, typer.Option(help="Point this alias at it.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     eval_file: Annotated[Path | None, typer.Option("--eval", help="eval.json to attach")] = None,
+    team: TeamOpt = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
@@ -80,6 +85,7 @@ def upload(
                 alias=alias,
                 description=description,
                 eval_report=report,
+                team=team,
                 progress=bar,
             )
     except AdminConnectionError as exc:

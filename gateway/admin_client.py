@@ -223,13 +223,17 @@ class AdminClient:
         description: str | None = None,
         labels: dict[str, Any] | None = None,
         eval_report: dict[str, Any] | None = None,
+        team: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> Upload:
         """Register a directory (its adapter files only) or an archive as a new version
-        of ``name`` (``POST /v1/adapters``), optionally pointing ``alias`` at it."""
+        of ``name`` (``POST /v1/adapters``), optionally pointing ``alias`` at it; ``team``
+        gives the name to a team (a platform admin's key)."""
         fields: dict[str, str] = {"name": name}
         if alias:
             fields["alias"] = alias
+        if team:
+            fields["team"] = team
         if description:
             fields["description"] = description
         if labels:
@@ -333,10 +337,16 @@ class AdminClient:
         return _object(self._request("GET", f"/v1/routes/{_seg(request_type)}"))
 
     def put_route(
-        self, request_type: str, route: dict[str, Any], *, comment: str | None = None
+        self,
+        request_type: str,
+        route: dict[str, Any],
+        *,
+        comment: str | None = None,
+        team: str | None = None,
     ) -> dict[str, Any]:
-        """Create or replace a route with the document ``route`` (a new version)."""
-        params = {"comment": comment} if comment else None
+        """Create or replace a route with the document ``route`` (a new version); ``team``
+        gives it to a team (a platform admin's key)."""
+        params = {k: v for k, v in (("comment", comment), ("team", team)) if v} or None
         path = f"/v1/routes/{_seg(request_type)}"
         return _object(self._request("PUT", path, json=route, params=params))
 

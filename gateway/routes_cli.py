@@ -22,7 +22,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from adapters.errors import InvalidRequestError
-from gateway.admin_cli import DEFAULT_KEY, DEFAULT_URL, KeyOpt, UrlOpt, _admin, console, err
+from gateway.admin_cli import (
+    DEFAULT_KEY,
+    DEFAULT_URL,
+    KeyOpt,
+    TeamOpt,
+    UrlOpt,
+    _admin,
+    console,
+    err,
+)
 from gateway.admin_client import AdminAPIError
 from router.routes import RouteTable
 
@@ -94,6 +103,7 @@ def routes_set(
     name: str,
     file: Annotated[Path, typer.Argument(exists=True, help="The route, as YAML or JSON.")],
     comment: CommentOpt = None,
+    team: TeamOpt = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
@@ -107,7 +117,7 @@ def routes_set(
             raise typer.Exit(2)
         data = data["routes"][name]
     with _admin(url, key) as client:
-        out = client.put_route(name, data, comment=comment)
+        out = client.put_route(name, data, comment=comment, team=team)
     console.print(f"{name} is version {out['version']} → {out['resolves_to']}")
 
 

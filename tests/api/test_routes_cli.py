@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from engine.fake import FakeEngineState
 from gateway import routes_cli
+from gateway.admin_cli import adapters_app
 from gateway.app import create_app
 from gateway.routes_cli import routes_app
 from gateway.settings import DEMO_ADMIN_KEY
 from router.routes import RouteTable
-from tests.support import ThreadServer
+from tests.support import ThreadServer, write_tiny_adapter
 
 
 @pytest.fixture()
@@ -88,3 +89,25 @@ def test_routes_commands_round_trip(
     bad.write_text("routes:\n  x: {adapter: base, split: {base: 100}}\n")
     res = cli(b, "import", str(bad))
     assert res.exit_code == 2 and "exactly one" in res.stderr
+
+
+def test_cli_gives_an_adapter_and_a_route_to_a_team(
+    gateways: tuple[str, str], tmp_path: Path
+) -> None:
+    a, _ = gateways
+    auth = ["--url", a, "--key", DEMO_ADMIN_KEY]
+    adapter = write_tiny_adapter(tmp_path / "ops-adapter", seed=3)
+    up = CliRunner().invoke(
+        adapters_app,
+        ["upload", str(adapter), "--name", "ops-cls", "--team", "ops", *auth],
+    )
+    assert up.exit_code == 0, up.output
+    shown = CliRunner().invoke(adapters_app, ["show", "ops-cls", *auth])
+    assert json.loads(shown.stdout)["team"] == "ops"
+    route = tmp_path / "ops.yaml"
+    route.write_text("adapter: ops-cls@1\n")
+    res = cli(a, "set", "ops-route", str(route), "--team", "ops")
+    assert res.exit_code == 0, res.output
+    assert json.loads(cli(a, "show", "ops-route").stdout)["team"] == "ops"
+    res = cli(a, "set", "ops-route", str(route), "--team", "Not A Team")  # the API's pattern
+    assert res.exit_code == 1 and "team" in res.stderr, res.stderr
