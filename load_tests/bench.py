@@ -139,13 +139,15 @@ def _goal(
 
 
 def throughput_goal(scenario: str, report: Mapping[str, Any], *, rate_format: str = ".2f") -> Goal:
-    """Gateway/direct requests per second of a closed-loop run with 32 clients (goal ≥ 0.9)."""
+    """Gateway/direct requests per second of a closed-loop run (goal ≥ 0.9), named with
+    the clients the run had (32 unless an override changed it, as ``--quick`` does)."""
     d, g = _fig(report, "direct", "rps"), _fig(report, "gateway", "rps")
     q = _ratio(d, g)
     errors = (_fig(report, "direct", "errors") or 0) + (_fig(report, "gateway", "errors") or 0)
+    clients = (report.get("scenario") or {}).get("load", {}).get("concurrency") or 32
     return _goal(
         scenario,
-        "gateway/direct throughput at 32 concurrent clients",
+        f"gateway/direct throughput at {clients} concurrent clients",
         q,
         "×",
         "≥ 0.9",

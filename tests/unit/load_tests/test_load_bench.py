@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from load_tests.bench import throughput_goal
 from load_tests.bench_adapters import adapter_versions
 from load_tests.bench_run import (
     ALWAYS_OVERRIDES,
@@ -102,6 +103,13 @@ def test_fake_goals_added_latency_and_throughput_ratio() -> None:
     ratio = goals[("concurrency-fake", "gateway/direct throughput at 32 concurrent clients")]
     assert ratio.value == pytest.approx(0.95) and ratio.met is True
     assert "1900 vs 2000 req/s, 2 errors" in ratio.detail
+
+
+def test_throughput_goal_names_the_clients_the_run_had() -> None:
+    quick = {**FAKE_REPORTS["concurrency-fake"], "scenario": {"load": {"concurrency": 8}}}
+    goal = throughput_goal("concurrency", quick)
+    assert goal.name == "gateway/direct throughput at 8 concurrent clients"
+    assert goal.value == pytest.approx(0.95)
 
 
 @pytest.mark.parametrize(("cpu_ms", "met"), [(0.45, True), (0.5, True), (0.61, False)])
