@@ -14,7 +14,9 @@ from typing import Any
 from load_tests.bench import Goal, evaluate_goals, throughput_goal
 from load_tests.report import ReportPaths
 
-FAKE_SCENARIOS = ("overhead-fake", "concurrency-fake")
+FAKE_SCENARIOS = ("overhead-fake", "overhead-fake-peer", "concurrency-fake")
+# The sequential scenario of each proxy arm that is not the gateway's overhead-fake.
+PEER_SEQUENTIAL = "overhead-fake-peer"
 VLLM_SCENARIOS = (
     "overhead",
     "concurrency",
@@ -160,16 +162,18 @@ def proxy_figures(
     *,
     arms: Mapping[str, str],
     skipped: Mapping[str, str] | None = None,
+    sequential: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per proxy arm (``arms``: arm name -> its target), against the direct arm.
 
-    From ``overhead-fake`` (sequential): added p50/p99 latency over direct and CPU per
+    From the arm's sequential scenario (``sequential``: arm -> scenario, else
+    ``overhead-fake``): added p50/p99 latency over that scenario's direct arm and CPU per
     request; from ``concurrency-fake`` (32 clients): req/s as a fraction of direct and
     CPU per request. An arm in ``skipped`` gets its reason instead of figures.
     """
-    seq, conc = reports.get("overhead-fake") or {}, reports.get("concurrency-fake") or {}
+    base, conc = reports.get("overhead-fake") or {}, reports.get("concurrency-fake") or {}
 
-    def added(arm: str, pct: str) -> float | None:
+    def added(seq: Mapping[str, Any], arm: str, pct: str) -> float | None:
         d, a = _total(seq, "direct", "latency_s", pct), _total(seq, arm, "latency_s", pct)
         return None if d is None or a is None else (a - d) * 1000
 
@@ -179,14 +183,15 @@ def proxy_figures(
 
     rows = []
     for arm, target in arms.items():
+        seq = reports.get((sequential or {}).get(arm, "overhead-fake")) or {}
         d, a = _total(conc, "direct", "rps"), _total(conc, arm, "rps")
         rows.append(
             {
                 "arm": arm,
                 "target": target,
                 "skipped": (skipped or {}).get(arm),
-                "added_p50_ms": added(arm, "p50"),
-                "added_p99_ms": added(arm, "p99"),
+                "added_p50_ms": added(seq, arm, "p50"),
+                "added_p99_ms": added(seq, arm, "p99"),
                 "cpu_ms_per_request": cpu(seq, target),
                 "rps": a,
                 "rps_vs_direct": None if d is None or a is None or d == 0 else a / d,
@@ -203,7 +208,7 @@ def proxy_figures(
             "skipped": None,
             "added_p50_ms": None,
             "added_p99_ms": None,
-            "cpu_ms_per_request": cpu(seq, "upstream"),
+            "cpu_ms_per_request": cpu(base, "upstream"),
             "rps": _total(conc, "direct", "rps"),
             "rps_vs_direct": None,
             "cpu_ms_per_request_32": cpu(conc, "upstream"),
@@ -237,5 +242,6 @@ def peer_section(
             reports,
             arms={"gateway": "gateway", PEER_ARM: PEER_TARGET},
             skipped={PEER_ARM: skipped} if skipped else None,
+            sequential={PEER_ARM: PEER_SEQUENTIAL},
         ),
     }

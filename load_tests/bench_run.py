@@ -4,8 +4,9 @@
    ``demo.adapters`` exists, else random adapters of the same shape), plus 50
    distinct versions of one of them for ``many-adapters``;
 2. the fake stack (fast fake engine + gateway, and the LiteLLM proxy as a peer in front
-   of the same fake, see ``load_tests.peer_litellm``): ``overhead-fake`` (sequential
-   added latency) and ``concurrency-fake`` (throughput at 32 concurrent clients);
+   of the same fake, see ``load_tests.peer_litellm``): ``overhead-fake`` (the gateway's
+   sequential added latency), ``overhead-fake-peer`` (the peer's, in its own scenario)
+   and ``concurrency-fake`` (throughput at 32 concurrent clients);
 3. the real stack (vLLM on the CPU + gateway): ``overhead`` (streamed, against vLLM
    directly), ``concurrency`` (throughput at 32 concurrent clients), ``mixed-vs-single``,
    ``cold-vs-warm``, ``many-adapters``, ``soak``;
@@ -35,6 +36,7 @@ from rich.markup import escape
 from load_tests.bench import run_standard
 from load_tests.bench_figures import (
     FAKE_SCENARIOS,
+    PEER_SEQUENTIAL,
     VLLM_SCENARIOS,
     all_goals,
     arm_figures,
@@ -72,6 +74,7 @@ ALWAYS_OVERRIDES: dict[str, list[str]] = {"overhead": ["arms.direct.response_for
 # `--quick`: about 6 minutes of load in all, for a first recorded run on a small machine.
 QUICK_OVERRIDES: dict[str, list[str]] = {
     "overhead-fake": ["load.duration_s=12", "load.warmup_requests=100"],
+    "overhead-fake-peer": ["load.duration_s=12", "load.warmup_requests=100"],
     "concurrency-fake": ["rounds=2", "load.duration_s=5"],
     # The vLLM scenarios on SmolLM2-135M with adapters on 2 CPU cores (about 1.5 answers/s
     # at 16 in flight): phases long enough for answers to finish inside them.
@@ -226,6 +229,9 @@ class BenchRun:
         overrides = self.overrides(name)
         outcome = ScenarioOutcome(name, stack.upstream, overrides)
         self.outcomes[name] = outcome
+        if name == PEER_SEQUENTIAL and self.peer_skipped:  # nothing to measure without it
+            outcome.extra["skipped_arms"] = {PEER_ARM: self.peer_skipped}
+            return
         self.say(f"scenario {name} ({stack.upstream} upstream) {' '.join(overrides)}".rstrip())
         t0 = time.monotonic()
         cpu0 = {role: group_cpu_s(pid) for role, pid in stack.pids.items() if pid}

@@ -144,8 +144,10 @@ def proxies_section(summary: Mapping[str, Any]) -> list[str]:
         f"(`{peer.get('requirement')}` from PyPI{where}), configured with a `model_list` "
         "of `openai/<engine model>` entries at the fake's `/v1` (one per request type), a "
         "master key and no database; otherwise its defaults (one uvicorn worker). Added "
-        "latency is the arm's p50/p99 minus the direct arm's in `overhead-fake` "
-        "(sequential, interleaved request by request); CPU per request is the process "
+        "latency is the arm's p50/p99 minus the direct arm's in its sequential scenario "
+        "(`overhead-fake` for the gateway, `overhead-fake-peer` for the peer: each "
+        "interleaved request by request with direct calls, neither proxy running between "
+        "the other's requests); CPU per request is the process "
         "group's CPU time (`/proc`, before and after each scenario) over the requests sent "
         "through it, warm-up included, the same for both proxies; the direct row is the "
         "fake engine's CPU per request it served.",

@@ -188,7 +188,7 @@ def bench_cmd(
     """Start the demo stack, run the standard scenarios, stop it, and update BENCHMARKS.md.
 
     First the fast fake engine behind the gateway and behind the LiteLLM proxy
-    (overhead-fake, concurrency-fake), then
+    (overhead-fake, overhead-fake-peer, concurrency-fake), then
     vLLM on the CPU behind the gateway (overhead, concurrency, mixed-vs-single, cold-vs-warm,
     many-adapters, soak). Everything started is stopped at the end, on errors and on
     Ctrl-C or SIGTERM too.

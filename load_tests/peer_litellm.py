@@ -1,7 +1,9 @@
 """A peer in the benchmark: the LiteLLM proxy in front of the same fast fake engine.
 
 ``overhead-fake`` and ``concurrency-fake`` measure the gateway against the fake engine
-called directly. Their third arm, ``litellm``, sends the same requests through the
+called directly; ``overhead-fake-peer`` (sequential, in a scenario of its own so that
+neither proxy runs between the other's requests) and ``concurrency-fake``'s third arm
+measure the peer the same way. Its arm, ``litellm``, sends the same requests through the
 LiteLLM proxy (``litellm[proxy]``, pinned to :data:`LITELLM_VERSION`), configured as
 people run it in front of an OpenAI-compatible server: a ``model_list`` whose entries
 name ``openai/<engine model>`` at ``http://<fake>/v1``, a master key, and no database.

@@ -8,6 +8,7 @@ import json
 import stat
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -193,7 +194,7 @@ def test_a_stalled_step_is_killed_at_its_bound(tmp_path: Path) -> None:
     assert log.read_text().endswith("killed after 1 s\n")
 
 
-def test_bench_skips_the_peer_when_it_cannot_be_installed(
+async def test_bench_skips_the_peer_when_it_cannot_be_installed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     run, _ = _fake_install(tmp_path / "litellm-9.9.9", fail_at=1, message="Error: no ensurepip")
@@ -208,6 +209,12 @@ def test_bench_skips_the_peer_when_it_cannot_be_installed(
     off = BenchRun(tmp_path / "out", quick=True, say=said.append, live=False, peer=False)
     off.prepare_peer()
     assert off.peer_skipped == "not requested (--no-peer)"
+    # The peer's own scenario is then left out, and says why, without running anything.
+    stack: Any = SimpleNamespace(upstream="fake", pids={})
+    await off._scenario("overhead-fake-peer", stack)
+    outcome = off.outcomes["overhead-fake-peer"]
+    assert outcome.report is None and outcome.error is None
+    assert outcome.extra == {"skipped_arms": {"litellm": "not requested (--no-peer)"}}
 
 
 def test_a_proxy_that_dies_at_start_is_unavailable(tmp_path: Path) -> None:
@@ -236,17 +243,28 @@ def test_a_proxy_that_dies_at_start_is_unavailable(tmp_path: Path) -> None:
 # --- scenarios: the optional peer arm -------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["overhead-fake", "concurrency-fake"])
-def test_fake_scenarios_have_an_optional_litellm_arm(name: str) -> None:
-    sc = load_scenario(name)
+def test_concurrency_fake_has_an_optional_litellm_arm() -> None:
+    sc = load_scenario("concurrency-fake")
     assert [a.name for a in sc.arms] == ["direct", "gateway", "litellm"]
     peer = sc.arm("litellm")
     assert peer.target == "peer" and peer.optional and peer.response_format == "schema"
     assert peer.mix == sc.arm("gateway").mix and not peer.model_map
 
 
+def test_each_proxy_has_its_own_sequential_scenario_with_the_same_requests() -> None:
+    gateway, peer = load_scenario("overhead-fake"), load_scenario("overhead-fake-peer")
+    assert [a.name for a in gateway.arms] == ["direct", "gateway"]
+    assert [a.name for a in peer.arms] == ["direct", "litellm"]
+    litellm = peer.arm("litellm")
+    assert litellm.target == "peer" and not litellm.optional  # the scenario is for it
+    assert litellm.mix == gateway.arm("gateway").mix and litellm.response_format == "schema"
+    assert peer.arm("direct") == gateway.arm("direct")
+    same = ("schedule", "load", "prompts", "seed")
+    assert [getattr(peer, k) for k in same] == [getattr(gateway, k) for k in same]
+
+
 def test_drop_arms_skips_named_and_targetless_optional_arms() -> None:
-    sc = load_scenario("overhead-fake")
+    sc = load_scenario("concurrency-fake")
     kept, skipped = drop_arms(sc, {}, given={"gateway", "direct"})
     assert [a.name for a in kept.arms] == ["direct", "gateway"]
     assert skipped == {"litellm": "no --peer-url given"}
@@ -272,14 +290,14 @@ async def test_a_skipped_arm_is_in_the_report_and_its_summary(tmp_path: Path) ->
     state = FakeEngineState(record_requests=False, extra_models=set(REQUEST_TYPES))
     with ThreadServer(create_fake_engine(state)) as server:
         paths = await run_scenario_file(
-            "overhead-fake",
+            "concurrency-fake",
             tmp_path / "out",
             gateway_url=server.url,
             gateway_key="k",
             direct_url=server.url,
             skip_arms={"litellm": "pip install failed"},
             model_maps={"direct": {t: t for t in REQUEST_TYPES}},
-            overrides=["load.duration_s=0.3", "load.warmup_requests=0"],
+            overrides=["rounds=1", "load.duration_s=0.3", "load.warmup_s=0"],
             prompts=PROMPTS,
             live=False,
             plots=False,
@@ -314,13 +332,16 @@ REPORTS = {
         "arms": {
             "direct": _arm("direct", p50=0.0007, p99=0.0016, rps=300),
             "gateway": _arm("gateway", p50=0.0016, p99=0.0040, rps=300),
-            "litellm": _arm("peer", p50=0.0090, p99=0.0200, rps=300),
         },
-        "bench_cpu": {
-            "gateway_ms_per_request": 0.9,
-            "peer_ms_per_request": 6.5,
-            "upstream_ms_per_request": 0.15,
+        "bench_cpu": {"gateway_ms_per_request": 0.9, "upstream_ms_per_request": 0.15},
+    },
+    # The peer's own sequential scenario: its added latency is over this direct arm.
+    "overhead-fake-peer": {
+        "arms": {
+            "direct": _arm("direct", p50=0.0008, p99=0.0017, rps=60),
+            "litellm": _arm("peer", p50=0.0091, p99=0.0201, rps=60),
         },
+        "bench_cpu": {"peer_ms_per_request": 6.5, "upstream_ms_per_request": 0.4},
     },
     "concurrency-fake": {
         "arms": {
@@ -346,7 +367,12 @@ def test_cpu_per_request_counts_the_peer_by_its_own_requests(tmp_path: Path) -> 
 
 def test_proxy_figures_side_by_side_against_direct() -> None:
     rows = {
-        r["arm"]: r for r in proxy_figures(REPORTS, arms={"gateway": "gateway", "litellm": "peer"})
+        r["arm"]: r
+        for r in proxy_figures(
+            REPORTS,
+            arms={"gateway": "gateway", "litellm": "peer"},
+            sequential={"litellm": "overhead-fake-peer"},
+        )
     }
     assert list(rows) == ["gateway", "litellm", "direct"]
     gw, peer = rows["gateway"], rows["litellm"]
