@@ -294,7 +294,11 @@ def goals_markdown(goals: Sequence[Goal]) -> str:
     """A Markdown table of the goals for BENCHMARKS.md."""
     lines = ["| scenario | figure | measured | goal | met |", "|---|---|---:|---|---|"]
     for g in goals:
-        value = "–" if g.value is None else f"{g.value:.3g} {g.unit}".rstrip()
+        if g.value is None:
+            value = "–"
+        else:  # three significant digits; whole numbers from 1000 up (not 2.01e+03)
+            shown = f"{g.value:,.0f}" if abs(g.value) >= 1000 else f"{g.value:.3g}"
+            value = f"{shown} {g.unit}".rstrip()
         met = {True: "yes", False: "**no**", None: "–"}[g.met]
         detail = f" ({g.detail})" if g.detail else ""
         lines.append(f"| {g.scenario} | {g.name}{detail} | {value} | {g.bar} | {met} |")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from load_tests.bench import throughput_goal
+from load_tests.bench import goals_markdown, throughput_goal
 from load_tests.bench_adapters import adapter_versions
 from load_tests.bench_run import (
     ALWAYS_OVERRIDES,
@@ -130,9 +130,14 @@ def test_cpu_per_request_divides_by_what_each_process_served(tmp_path: Path) -> 
     assert cpu["upstream_ms_per_request"] == pytest.approx(0.5)
     assert "gateway_ms_per_request" not in cpu_per_request(paths, {"upstream": 0.1})
     report = {**FAKE_REPORTS["concurrency-fake"], "bench_cpu": cpu}
-    goal = fake_goals({"concurrency-fake": report})[-1]
+    goal, per_core = fake_goals({"concurrency-fake": report})[-2:]
     assert (goal.name, goal.value, goal.met) == ("gateway CPU time per request", 1.0, None)
     assert goal.detail == "the fake engine's: 0.50 ms"
+    # What one gateway process passes on a core of its own: 1000 / 1.0 ms.
+    assert (per_core.name, per_core.value, per_core.unit, per_core.met) == (
+        "gateway requests/s per CPU core", 1000.0, "req/s", None
+    )
+    assert "| 1,000 req/s | (recorded) |" in goals_markdown([per_core])
 
 
 def test_fake_goals_not_met_and_missing_figures() -> None:
