@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from load_tests.benchmarks_md import goal_value
 from load_tests.report import ReportPaths
 from load_tests.runner import AdminUnloader, run_scenario_file
 from load_tests.scenario import STANDARD_SCENARIOS
@@ -294,11 +295,7 @@ def goals_markdown(goals: Sequence[Goal]) -> str:
     """A Markdown table of the goals for BENCHMARKS.md."""
     lines = ["| scenario | figure | measured | goal | met |", "|---|---|---:|---|---|"]
     for g in goals:
-        if g.value is None:
-            value = "–"
-        else:  # three significant digits; whole numbers from 1000 up (not 2.01e+03)
-            shown = f"{g.value:,.0f}" if abs(g.value) >= 1000 else f"{g.value:.3g}"
-            value = f"{shown} {g.unit}".rstrip()
+        value = goal_value({"value": g.value, "unit": g.unit})
         met = {True: "yes", False: "**no**", None: "–"}[g.met]
         detail = f" ({g.detail})" if g.detail else ""
         lines.append(f"| {g.scenario} | {g.name}{detail} | {value} | {g.bar} | {met} |")

@@ -35,12 +35,15 @@ def _mib(v: Any) -> str:
     return "–" if not isinstance(v, int | float) else f"{v / 2**20:.1f}"
 
 
-def _value(g: Mapping[str, Any]) -> str:
+def goal_value(g: Mapping[str, Any]) -> str:
+    """A goal's measured value with its unit, as the goal tables show it."""
     v = g.get("value")
     if not isinstance(v, int | float):
         return "–"
     if g.get("unit") == "×":
         text = f"{v:.3f}"  # a ratio judged against 1.02 needs its third decimal
+    elif abs(v) >= 1000:
+        text = f"{v:,.0f}"  # a rate: whole, not 1.78e+03
     else:
         text = f"{v:.3g}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}"
     return f"{text} {g.get('unit', '')}".rstrip()
@@ -89,7 +92,7 @@ def goals_table(goals: Sequence[Mapping[str, Any]]) -> list[str]:
         met = {True: "yes", False: "**no**", None: "–"}[g.get("met")]
         detail = f" ({g['detail']})" if g.get("detail") else ""
         lines.append(
-            f"| {g['scenario']} | {g['name']}{detail} | {_value(g)} | {g['bar']} | {met} |"
+            f"| {g['scenario']} | {g['name']}{detail} | {goal_value(g)} | {g['bar']} | {met} |"
         )
     return lines
 
