@@ -136,7 +136,8 @@ def test_bench_run_fake_scenarios_write_reports_and_goals(spec: StackSpec, tmp_p
         assert report["arms"]["gateway"]["total"]["schema_valid_fraction"] == 1.0
         assert (tmp_path / "out" / name / "report.json").exists()
     goals = fake_goals(bench.reports)
-    assert [g.value is not None for g in goals] == [True] * 6  # 3 latency, 2 CPU, 1 ratio
+    # 3 latency, 2 CPU, 1 ratio, 1 requests/s per core
+    assert [g.value is not None for g in goals] == [True] * 7
     cpu = bench.outcomes["concurrency-fake"].extra["cpu"]
     assert cpu["gateway_ms_per_request"] > 0 and cpu["upstream_ms_per_request"] > 0
     assert bench.cpu.summary()["available"] is True
