@@ -152,25 +152,15 @@ class H1Connection(asyncio.Protocol):
             if self.complete:
                 return b""
             await self._wait()
-        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
-        self._buf.clear()
-        self._buffered = 0
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return data
+        return self._take()
 
     async def read(self) -> bytes:
         """The whole body; the connection goes back to the pool."""
         self._streaming = False
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
+        self._resume()
         while not self.complete:
             await self._wait()
-        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
-        self._buf.clear()
-        self._buffered = 0
+        data = self._take()
         self.release()
         return data
 
@@ -189,6 +179,19 @@ class H1Connection(asyncio.Protocol):
         self._pool._forget(self)
 
     # --- plumbing -------------------------------------------------------------------------
+    def _take(self) -> bytes:
+        """The body bytes buffered so far (reading resumes if it was paused)."""
+        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
+        self._buf.clear()
+        self._buffered = 0
+        self._resume()
+        return data
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
     async def _wait(self) -> None:
         """Until the protocol has news; every caller waits in a loop, so a connection that
         broke meanwhile raises on the caller's next turn, after what arrived before it."""
@@ -238,7 +241,7 @@ class H1Pool:
         self._queue: deque[asyncio.Future[None]] = deque()
         self._host_header = f"{host}:{port}".encode()
 
-    def head_bytes(self, method: bytes, path: str, length: int) -> bytes:
+    def _request_head(self, method: bytes, path: str, length: int) -> bytes:
         return b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n" % (
             method,
             path.encode(),
@@ -249,7 +252,7 @@ class H1Pool:
         self, method: bytes, path: str, body: bytes = b"", *, connect_timeout: float = 3.0
     ) -> H1Connection:
         """Send one request and wait for the answer's head; the caller reads the body."""
-        data = self.head_bytes(method, path, len(body)) + body
+        data = self._request_head(method, path, len(body)) + body
         conn = await self._acquire(connect_timeout)
         try:
             conn.send(data)
