@@ -8,10 +8,12 @@ import io
 import json
 import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -26,6 +28,17 @@ from gateway.settings import DEMO_ADMIN_KEY, DEMO_INFERENCE_KEY, Settings
 
 INFERENCE = {"Authorization": f"Bearer {DEMO_INFERENCE_KEY}"}
 ADMIN = {"Authorization": f"Bearer {DEMO_ADMIN_KEY}"}
+
+
+def modules_loaded_by(imports: str, watched: Iterable[str]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter holds after ``import <imports>`` (a
+    comma-separated list): what importing those modules drags in."""
+    code = (
+        f"import sys, {imports}\n"
+        f"print(','.join(m for m in {tuple(watched)!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
 
 
 def free_port() -> int:

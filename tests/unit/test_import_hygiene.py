@@ -31,12 +31,12 @@ does an entry that no longer matches an import, so the list only shrinks.
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import modules_loaded_by
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "vllm", "transformers", "peft", "bitsandbytes", "trl", "datasets")
@@ -256,13 +256,9 @@ def test_nothing_imports_the_vllm_plugin() -> None:
 
 
 def test_gateway_imports_no_heavy_module() -> None:
-    code = (
-        "import sys, gateway.app, gateway.cli, cli.main, router.pool, adapters.registry\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+    ours = "gateway.app, gateway.cli, cli.main, router.pool, adapters.registry"
+    heavy = modules_loaded_by(ours, HEAVY)
+    assert not heavy, f"heavy modules imported: {heavy}"
 
 
 def test_every_packaged_top_level_package_has_a_layer() -> None:

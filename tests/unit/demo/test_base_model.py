@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +19,7 @@ from typer.testing import CliRunner
 
 from demo import base_model as bm
 from demo.base_model import BaseModelError
+from tests.support import modules_loaded_by
 from training.errors import TrainingError
 
 FAKE_GGUF = b"GGUF fake weights for the tests"
@@ -216,13 +215,8 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_import_is_light() -> None:
-    code = (
-        "import sys, demo.base_model\n"
-        "heavy = ('torch', 'transformers', 'gguf', 'rich.progress')\n"
-        "print(','.join(m for m in heavy if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    heavy = ("torch", "transformers", "gguf", "rich.progress")
+    assert modules_loaded_by("demo.base_model", heavy) == []
 
 
 # ---------------------------------------------------------------- the CLIs

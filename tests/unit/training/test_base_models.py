@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import modules_loaded_by
 from training import base_models
 from training.base_models import (
     BaseModelProvider,
@@ -142,13 +143,8 @@ def test_a_providers_error_reaches_the_caller() -> None:
 
 
 def test_import_is_stdlib_only() -> None:
-    code = (
-        "import sys, training.base_models\n"
-        "mods = ('pydantic', 'rich', 'typer', 'yaml', 'torch', 'demo')\n"
-        "print(','.join(m for m in mods if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    mods = ("pydantic", "rich", "typer", "yaml", "torch", "demo")
+    assert modules_loaded_by("training.base_models", mods) == []
 
 
 def test_training_alone_refuses_the_demo_base_before_any_work(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import free_port
+from tests.support import free_port, modules_loaded_by
 from training.cli import app
 from training.data import Example
 from training.errors import ConfigError, TrainingError
@@ -279,13 +279,5 @@ async def test_a_refused_api_key_stops_the_run_and_keeps_the_callers_client_open
 
 
 def test_scoring_through_a_gateway_imports_no_model_stack() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, training.serve_eval\n"
-        "print([m for m in ('torch', 'transformers', 'numpy', 'gateway', 'router') "
-        "if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    heavy = ("torch", "transformers", "numpy", "gateway", "router")
+    assert modules_loaded_by("training.serve_eval", heavy) == []

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support import modules_loaded_by
 from training.config import (
     TrainConfig,
     check_hardware,
@@ -273,13 +272,8 @@ def test_llama3_config_differs_only_in_model_method_and_hardware_keys() -> None:
 
 
 def test_config_module_does_not_import_torch() -> None:
-    code = (
-        "import sys, training.config, training.cli, training.prepare\n"
-        "print(','.join(m for m in ('torch','transformers','peft','bitsandbytes','trl') "
-        "if m in sys.modules))"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert res.stdout.strip() == ""
+    heavy = ("torch", "transformers", "peft", "bitsandbytes", "trl")
+    assert modules_loaded_by("training.config, training.cli, training.prepare", heavy) == []
 
 
 def test_a_judge_can_grade_the_post_training_eval(tmp_path: Path) -> None:
