@@ -44,6 +44,8 @@ class FakeEngineEndpoints:
         self.st = st
 
     async def health(self, _: Request) -> Response:
+        if self.st.faults.health_delay:
+            await asyncio.sleep(self.st.faults.health_delay)
         return Response(status_code=200)
 
     async def version(self, _: Request) -> Response:

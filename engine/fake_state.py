@@ -15,6 +15,7 @@ class Faults:
     drop_after_chunks: int | None = None  # close the stream without [DONE] after N chunks
     status: int | None = None  # answer every inference request with this status
     chunk_delay: float = 0.0  # seconds between streamed chunks
+    health_delay: float = 0.0  # seconds before /health answers (an engine whose CPU is taken)
 
 
 @dataclass

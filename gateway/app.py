@@ -71,6 +71,7 @@ def build_backends(settings: Settings) -> list[VLLMBackend]:
         first_byte=settings.first_byte_timeout,
         chunk=settings.chunk_timeout,
         total=settings.request_timeout,
+        health=settings.health_timeout,
     )
     return [
         VLLMBackend(url, name=f"b{i}", timeouts=timeouts) for i, url in enumerate(settings.backends)
@@ -92,6 +93,7 @@ def create_app(
             list(backends) if backends is not None else build_backends(settings),
             interval=settings.health_interval,
             failures=settings.health_failures,
+            busy_grace=settings.health_busy_grace,
             on_load=metrics.record_load,
             on_health=metrics.record_health,
             max_adapters=settings.adapter_budget,

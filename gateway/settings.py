@@ -233,6 +233,15 @@ class Settings(BaseSettings):
     # Health
     health_interval: float = Field(default=2.0, description="Seconds between engine checks.")
     health_failures: int = Field(default=2, description="Failed checks before ejection.")
+    health_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an engine's /health may take to answer."
+    )
+    health_busy_grace: float = Field(
+        default=60.0,
+        gt=0,
+        description="A health check that times out while the engine has requests in flight "
+        "and sent something within this many seconds is 'busy', not a failure.",
+    )
     # Shutdown: one budget, split by ShutdownBudget
     termination_grace: float = Field(
         default=30.0,

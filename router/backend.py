@@ -22,9 +22,10 @@ Messages name the engine and the cause; they are for logs, not for callers.
 from __future__ import annotations
 
 import asyncio
+import enum
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -36,6 +37,14 @@ from router.http1 import BrokenAnswer, ConnectFailed, H1Connection, H1Pool
 
 MAX_LINE = 512 * 1024
 """The longest line a streamed answer may hold (aiohttp's line limit, kept)."""
+
+
+class Health(enum.Enum):
+    """What one ``/health`` check found."""
+
+    OK = "ok"
+    SLOW = "slow"  # no answer within the health timeout: busy, or hung
+    DOWN = "down"  # refused, broken, or an error status
 
 
 class EngineError(LoraGatewayError):
@@ -82,6 +91,7 @@ class Timeouts:
     first_byte: float = 60.0
     chunk: float = 30.0
     total: float = 600.0
+    health: float = 5.0
 
 
 class _Body(Protocol):
@@ -93,9 +103,13 @@ class _Body(Protocol):
 class UpstreamStream:
     """An open streamed response: iterate ``lines()``; always ``close()`` it."""
 
-    def __init__(self, resp: _Body, timeouts: Timeouts) -> None:
+    def __init__(
+        self, resp: _Body, timeouts: Timeouts, heard: Callable[[], None] | None = None
+    ) -> None:
+        """``heard`` is told each time the engine sends something (see ``last_heard``)."""
         self._resp = resp
         self._timeouts = timeouts
+        self._heard = heard
         self.started = time.perf_counter()
 
     async def lines(self) -> AsyncIterator[bytes]:
@@ -126,6 +140,8 @@ class UpstreamStream:
                 raise EngineTimeout(f"engine stalled ({phase} timeout)", phase=phase) from exc
             except BrokenAnswer as exc:
                 raise EngineError(f"engine stream broke: {exc}") from exc
+            if self._heard is not None:
+                self._heard()
             if not data:
                 if pending:
                     yield [pending]
@@ -180,6 +196,9 @@ class VLLMBackend:
         self._max_connections = max_connections
         self._pool: H1Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # When the engine last sent anything (monotonic): an answer, a stream's head or
+        # a chunk. The pool tells a busy engine from a dead one by it.
+        self.last_heard = time.monotonic()
 
     def __repr__(self) -> str:
         return f"VLLMBackend({self.url!r})"
@@ -222,7 +241,8 @@ class VLLMBackend:
             raise EngineTimeout("engine did not answer in time", phase="first_byte") from exc
         except BrokenAnswer as exc:
             raise EngineError(f"engine {self.name} failed: {exc}") from exc
-        return UpstreamStream(conn, t)
+        self._heard()
+        return UpstreamStream(conn, t, self._heard)
 
     async def load_adapter(self, engine_name: str, path: str) -> None:
         payload = orjson.dumps({"lora_name": engine_name, "lora_path": path})
@@ -246,12 +266,18 @@ class VLLMBackend:
         data = orjson.loads(await self._call(b"GET", "/v1/models"))
         return list(data.get("data", []))
 
-    async def health(self) -> bool:
+    async def health(self) -> Health:
+        """Ask ``/health``: OK, SLOW (no answer within the health timeout) or DOWN."""
         try:
-            await self._call(b"GET", "/health", total=max(self.timeouts.connect, 2.0))
+            await self._call(b"GET", "/health", total=self.timeouts.health)
+        except EngineTimeout:
+            return Health.SLOW
         except EngineError:
-            return False
-        return True
+            return Health.DOWN
+        return Health.OK
+
+    def _heard(self) -> None:
+        self.last_heard = time.monotonic()
 
     # --- plumbing ---------------------------------------------------------------------
     async def _send(self, method: bytes, path: str, body: bytes) -> H1Connection:
@@ -276,6 +302,7 @@ class VLLMBackend:
             raise EngineTimeout("engine did not answer in time", phase="total") from exc
         except BrokenAnswer as exc:
             raise EngineError(f"engine {self.name} failed: {exc}") from exc
+        self.last_heard = time.monotonic()
         if conn.status >= 400:
             raise EngineHTTPError(conn.status, data)
         return data

@@ -62,6 +62,7 @@ class BackendState:
     # Requests holding a lease on this backend (see ``router.pool.Lease``): the pool
     # sends new work to the least loaded one.
     outstanding: int = 0
+    slow: bool = False  # the last health check timed out while it was busy (kept in service)
 
     def begin(self, engine_name: str) -> None:
         self.active[engine_name] = self.active.get(engine_name, 0) + 1

@@ -3,7 +3,12 @@
 - Health: every ``interval`` seconds each backend's ``/health`` is asked. After
   ``failures`` consecutive failures a backend is ejected; one success re-admits it,
   and on re-admission its adapter map is rebuilt from its ``/v1/models`` (an engine
-  that restarted has forgotten every runtime-loaded adapter).
+  that restarted has forgotten every runtime-loaded adapter). A check that times out
+  on a *busy* engine (requests in flight, and it sent something within ``busy_grace``
+  seconds) is not a failure: an engine whose CPU is taken by generation answers
+  ``/health`` late but is not dead, and ejecting the only one would turn slow answers
+  into 503s. A refused or failed check always counts, and so does a timeout once the
+  engine has been silent for ``busy_grace``.
 - Affinity: each adapter name's :class:`AdapterStatus` on each backend (loading, ready,
   unloading, failed), learned from loads and unloads and from ``/v1/models``; the
   gateway reads it, and each backend's load, through :meth:`BackendPool.backends`.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -32,7 +38,7 @@ from typing import TypeVar
 
 from adapters.errors import ServiceUnavailableError, UpstreamError
 from router.adapter_status import AdapterStatus
-from router.backend import EngineError, EngineHTTPError, EngineUnreachable, VLLMBackend
+from router.backend import EngineError, EngineHTTPError, EngineUnreachable, Health, VLLMBackend
 from router.coordination import Coordinator, LocalOnly
 from router.placement import BackendState, LoadHook, Placement
 from router.resolver import VersionLike
@@ -134,9 +140,12 @@ class BackendPool(Placement):
         on_holds: Callable[[str, int], None] | None = None,
         evict_timeout: float = 5.0,
         fence_wait: float = 30.0,
+        busy_grace: float = 60.0,
     ) -> None:
         """``max_adapters``: the per-engine budget (None: unlimited); ``coordinator``: the
-        other replicas sharing these engines (None: there are none)."""
+        other replicas sharing these engines (None: there are none); ``busy_grace``: how
+        long a busy engine may go without sending anything before a slow health check
+        counts as a failure."""
         self.states = {b.name: BackendState(b) for b in backends}
         self.interval = interval
         self.failures = failures
@@ -145,6 +154,7 @@ class BackendPool(Placement):
         self.coordinator = coordinator or LocalOnly()
         self.evict_timeout = evict_timeout
         self.fence_wait = fence_wait
+        self.busy_grace = busy_grace
         self._on_load = on_load
         self._on_health = on_health
         self._on_evict = on_evict
@@ -177,17 +187,32 @@ class BackendPool(Placement):
         await asyncio.gather(*(self.check(st) for st in self.states.values()))
 
     async def check(self, st: BackendState) -> None:
-        ok = await st.backend.health()
-        if ok:
+        health = await st.backend.health()
+        if health is Health.OK:
             st.failures = 0
+            st.slow = False
             if not st.healthy:
                 await self._admit(st)
+        elif health is Health.SLOW and self._busy(st):
+            if not st.slow:
+                log.info(
+                    "backend %s slow to answer /health with %d requests in flight: busy, kept",
+                    st.backend.name,
+                    st.outstanding,
+                )
+            st.slow = True
         else:
+            st.slow = False
             st.failures += 1
             if st.healthy and st.failures >= self.failures:
                 self._eject(st, "health check failed")
             elif not st.healthy:
                 self._set_health(st, False)
+
+    def _busy(self, st: BackendState) -> bool:
+        """In service, working on requests, and heard from recently: slow, not dead."""
+        heard = time.monotonic() - st.backend.last_heard
+        return st.healthy and st.outstanding > 0 and heard < self.busy_grace
 
     async def _admit(self, st: BackendState) -> None:
         try:

@@ -187,6 +187,20 @@ async def test_lines_are_split_from_reads_of_any_shape() -> None:
     ]
 
 
+async def test_each_read_tells_the_backend_it_heard_from_the_engine() -> None:
+    from router.backend import Timeouts, UpstreamStream
+
+    heard: list[int] = []
+    pieces = [b"data: a\n\n", b"data: b\n\n", b"data: [DONE]\n\n"]
+    stream = UpstreamStream(
+        _Reads(pieces),  # type: ignore[arg-type]
+        Timeouts(),
+        heard=lambda: heard.append(1),
+    )
+    assert len([line async for line in stream.lines()]) == 6
+    assert len(heard) == 4  # three pieces and the end
+
+
 async def test_a_line_longer_than_the_limit_is_an_engine_error_whole_or_cut() -> None:
     from router.backend import MAX_LINE
 

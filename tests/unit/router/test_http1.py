@@ -14,6 +14,7 @@ from router.backend import (
     EngineHTTPError,
     EngineTimeout,
     EngineUnreachable,
+    Health,
     Timeouts,
     VLLMBackend,
 )
@@ -154,7 +155,29 @@ async def test_a_refused_connect_is_connect_failed_and_unreachable_for_the_backe
     backend = VLLMBackend(f"http://127.0.0.1:{port}", name="gone")
     with pytest.raises(EngineUnreachable, match="cannot connect to engine gone"):
         await backend.chat(b"{}")
-    assert await backend.health() is False
+    assert await backend.health() is Health.DOWN
+
+
+async def test_health_tells_a_silent_engine_from_an_answering_one() -> None:
+    async def silent(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(10)
+
+    async with serving(silent) as (_, port):
+        backend = VLLMBackend(f"http://127.0.0.1:{port}", timeouts=Timeouts(health=0.1))
+        before = backend.last_heard
+        assert await backend.health() is Health.SLOW
+        assert backend.last_heard == before  # nothing came back
+        await backend.close()
+    async with serving(writes(OK)) as (_, port):
+        backend = VLLMBackend(f"http://127.0.0.1:{port}")
+        before = backend.last_heard
+        assert await backend.health() is Health.OK
+        assert backend.last_heard > before
+        before = backend.last_heard
+        assert await backend.chat(b"{}") == b"{}"
+        assert backend.last_heard > before
+        await backend.close()
 
 
 async def test_a_connection_the_server_closed_as_idle_is_retried_once_on_a_new_one() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.errors import ConflictError, ServiceUnavailableError
-from router.backend import EngineHTTPError, EngineTimeout, EngineUnreachable
+from router.backend import EngineHTTPError, EngineTimeout, EngineUnreachable, Health
 from router.coordination import FENCE_DELETE, FENCE_UNLOAD
 from router.pool import BackendPool, BackendState, Lease
 
@@ -26,6 +27,8 @@ class FakeBackend:
         self.load_calls: list[str] = []
         self.unload_calls: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.answer = Health.OK  # what /health says
+        self.last_heard = time.monotonic()
 
     async def load_adapter(self, engine_name: str, path: str) -> None:
         self.load_calls.append(engine_name)
@@ -40,8 +43,8 @@ class FakeBackend:
     async def list_models(self) -> list[dict[str, Any]]:
         return [{"id": "base"}, *({"id": n, "parent": "base"} for n in sorted(self.loaded))]
 
-    async def health(self) -> bool:
-        return True
+    async def health(self) -> Health:
+        return self.answer
 
     async def close(self) -> None:
         pass
@@ -411,3 +414,53 @@ async def test_run_without_a_live_engine_is_a_503() -> None:
 
     with pytest.raises(ServiceUnavailableError):
         await pool.run(A, send)
+
+
+# --------------------------------------------------------------------- health
+
+
+async def checks(pool: BackendPool, n: int) -> None:
+    for _ in range(n):
+        await pool.check_all()
+
+
+async def test_a_slow_health_check_on_a_busy_engine_is_not_a_failure() -> None:
+    pool, (backend,), _ = await make_pool(failures=2)
+    backend.answer = Health.SLOW
+    with Lease(state(pool), A.engine_name):  # a request in flight
+        backend.last_heard = time.monotonic()  # and the engine answered a moment ago
+        await checks(pool, 5)
+        assert state(pool).healthy and state(pool).failures == 0 and state(pool).slow
+    backend.answer = Health.OK
+    await checks(pool, 1)
+    assert state(pool).healthy and not state(pool).slow
+
+
+async def test_a_slow_health_check_on_an_idle_engine_counts() -> None:
+    pool, (backend,), _ = await make_pool(failures=2)
+    backend.answer = Health.SLOW
+    await checks(pool, 1)
+    assert state(pool).healthy and state(pool).failures == 1
+    await checks(pool, 1)
+    assert not state(pool).healthy  # nothing in flight: a late /health is a hung engine
+
+
+async def test_a_busy_engine_silent_past_the_grace_is_ejected() -> None:
+    pool, (backend,), _ = await make_pool(failures=2, busy_grace=30.0)
+    backend.answer = Health.SLOW
+    with Lease(state(pool), A.engine_name):
+        backend.last_heard = time.monotonic() - 31.0  # requests in flight, nothing back
+        await checks(pool, 2)
+        assert not state(pool).healthy
+
+
+async def test_a_refused_health_check_counts_even_when_busy() -> None:
+    pool, (backend,), _ = await make_pool(failures=2)
+    backend.answer = Health.DOWN
+    with Lease(state(pool), A.engine_name):
+        backend.last_heard = time.monotonic()
+        await checks(pool, 2)
+        assert not state(pool).healthy
+    backend.answer = Health.OK
+    await checks(pool, 1)
+    assert state(pool).healthy  # one good check re-admits it
