@@ -48,6 +48,7 @@ test-fast: install deploy-tools
 
 lint: install
 	$(BIN)/ruff check engine gateway router adapters training load_tests demo cli scripts tests
+	$(BIN)/ruff format --check engine gateway router adapters training load_tests demo cli scripts tests README.md
 	$(BIN)/mypy
 
 bench: install

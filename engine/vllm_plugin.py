@@ -65,7 +65,10 @@ def _lora_rows(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any:
 
 
 def bgmv_shrink(
-    inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
+    inputs: Any,
+    lora_b_weights: Any,
+    output_tensor: Any,
+    lora_indices_tensor: Any,
     scaling: float = 1.0,
 ) -> None:
     outputs = _lora_rows(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
@@ -73,7 +76,10 @@ def bgmv_shrink(
 
 
 def bgmv_expand(
-    inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
+    inputs: Any,
+    lora_b_weights: Any,
+    output_tensor: Any,
+    lora_indices_tensor: Any,
     add_inputs: bool = True,
 ) -> None:
     outputs = _lora_rows(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
@@ -89,8 +95,13 @@ def bgmv_expand(
 
 
 def bgmv_expand_slice(
-    inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
-    slice_offset: int, slice_size: int, add_inputs: bool = True,
+    inputs: Any,
+    lora_b_weights: Any,
+    output_tensor: Any,
+    lora_indices_tensor: Any,
+    slice_offset: int,
+    slice_size: int,
+    add_inputs: bool = True,
 ) -> None:
     outputs = _lora_rows(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
@@ -120,8 +131,11 @@ def register() -> None:
     if lora_ops.bgmv_shrink is bgmv_shrink:
         return  # already patched in this process
     had_bug = gathers_last_slot_for_no_lora(lora_ops.bgmv_shrink)
-    patches = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand,
-               "bgmv_expand_slice": bgmv_expand_slice}
+    patches = {
+        "bgmv_shrink": bgmv_shrink,
+        "bgmv_expand": bgmv_expand,
+        "bgmv_expand_slice": bgmv_expand_slice,
+    }
     modules: list[Any] = [lora_ops, torch_ops]
     try:
         from vllm.lora.punica_wrapper import punica_cpu
@@ -134,7 +148,6 @@ def register() -> None:
             if hasattr(module, name):
                 setattr(module, name, patches[name])
     log.info(
-        "lora-gateway: CPU LoRA ops replaced (rows grouped by adapter, one matmul per "
-        "adapter%s)",
+        "lora-gateway: CPU LoRA ops replaced (rows grouped by adapter, one matmul per adapter%s)",
         "; no-LoRA rows get no adapter delta, vllm-project/vllm#48421" if had_bug else "",
     )

@@ -7,8 +7,11 @@ import yaml
 from demo import ROUTES_FILE
 from demo.synthetic import ANSWER_SCHEMAS, SYSTEM_PROMPTS, TASKS, WORKING_FIELDS
 
-ADAPTERS = {"shipment-classification": "shipment-classifier",
-            "invoice-parsing": "invoice-parser", "route-optimization": "route-optimizer"}
+ADAPTERS = {
+    "shipment-classification": "shipment-classifier",
+    "invoice-parsing": "invoice-parser",
+    "route-optimization": "route-optimizer",
+}
 DESCRIPTIONS = {
     "shipment-classification": "Classify a shipment description into a category and an ETA bucket.",
     "invoice-parsing": "Extract invoice fields and line items as JSON.",
@@ -27,11 +30,15 @@ HEADER = """# The demo route table: three request types, each answered by its ad
 
 def main() -> None:
     routes = {
-        t: {"adapter": f"{ADAPTERS[t]}@prod", "description": DESCRIPTIONS[t],
+        t: {
+            "adapter": f"{ADAPTERS[t]}@prod",
+            "description": DESCRIPTIONS[t],
             "system_prompt": SYSTEM_PROMPTS[t],
             "defaults": {"temperature": 0, "max_tokens": MAX_TOKENS[t]},
-            "schema": ANSWER_SCHEMAS[t], "on_schema_invalid": "error",
-            **({"working_fields": list(WORKING_FIELDS[t])} if WORKING_FIELDS[t] else {})}
+            "schema": ANSWER_SCHEMAS[t],
+            "on_schema_invalid": "error",
+            **({"working_fields": list(WORKING_FIELDS[t])} if WORKING_FIELDS[t] else {}),
+        }
         for t in TASKS
     }
     out = ROUTES_FILE

@@ -34,8 +34,7 @@ def modules_loaded_by(imports: str, watched: Iterable[str]) -> list[str]:
     """Which of ``watched`` a fresh interpreter holds after ``import <imports>`` (a
     comma-separated list): what importing those modules drags in."""
     code = (
-        f"import sys, {imports}\n"
-        f"print(','.join(m for m in {tuple(watched)!r} if m in sys.modules))"
+        f"import sys, {imports}\nprint(','.join(m for m in {tuple(watched)!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]

@@ -92,9 +92,7 @@ def _registered() -> str:
             "no dataset source is registered (the demo wing registers its logistics "
             "generator when the lora-gateway console script loads it)"
         )
-    return "registered: " + "; ".join(
-        f"{s.name} ({', '.join(s.tasks)})" for s in _SOURCES.values()
-    )
+    return "registered: " + "; ".join(f"{s.name} ({', '.join(s.tasks)})" for s in _SOURCES.values())
 
 
 def find_synthetic(task: str) -> tuple[str, SyntheticGenerator]:

@@ -130,7 +130,12 @@ ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
             "eta_bucket": {"type": "string", "enum": list(ETA_BUCKETS)},
         },
         "required": [
-            "goods", "category", "distance_km", "distance_band", "service_level", "eta_bucket"
+            "goods",
+            "category",
+            "distance_km",
+            "distance_band",
+            "service_level",
+            "eta_bucket",
         ],
         "additionalProperties": False,
     },

@@ -23,9 +23,7 @@ def owners(gw: GatewayState) -> Owners:
     return Owners(gw.registry.catalogue)
 
 
-async def require_adapter(
-    gw: GatewayState, actor: Actor, name: str, missing: GatewayError
-) -> None:
+async def require_adapter(gw: GatewayState, actor: Actor, name: str, missing: GatewayError) -> None:
     """Raise ``missing`` (the operation's own "no such name") unless ``actor`` owns ``name``."""
     if actor.team is not None:
         await asyncio.to_thread(owners(gw).require_adapter, actor, name, missing)

@@ -25,6 +25,7 @@ def team_admin_keys() -> list[ApiKey]:
         for t in ("team-a", "team-b")
     ]
 
+
 ROUTES_YAML = """
 routes:
   echo-base:

@@ -55,10 +55,16 @@ def operations(url: str) -> list[Any]:
 
 
 # Refusals by an operator's cap (gateway/inference/caps.py) of a schema-valid request.
-CAP_CODES = frozenset({
-    "max_tokens_too_large", "n_too_large", "best_of_too_large", "logprobs_too_large",
-    "prompt_logprobs_too_large", "prompt_too_long",
-})
+CAP_CODES = frozenset(
+    {
+        "max_tokens_too_large",
+        "n_too_large",
+        "best_of_too_large",
+        "logprobs_too_large",
+        "prompt_logprobs_too_large",
+        "prompt_too_long",
+    }
+)
 
 
 # A schema-valid route can still fail the checks the spec cannot state (one of adapter or

@@ -26,10 +26,13 @@ async def test_a_request_the_drain_leaves_unanswered_is_logged_503_with_its_id(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=guard)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-            call = asyncio.create_task(c.post(
-                "/v1/chat/completions", headers={**INFERENCE, "X-Request-ID": "drain-1"},
-                json={"model": "base", "messages": [{"role": "user", "content": "hi"}]},
-            ))
+            call = asyncio.create_task(
+                c.post(
+                    "/v1/chat/completions",
+                    headers={**INFERENCE, "X-Request-ID": "drain-1"},
+                    json={"model": "base", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            )
             for _ in range(200):  # until the request is with the engine
                 await asyncio.sleep(0.01)
                 if engine.running:

@@ -14,15 +14,29 @@ pytestmark = pytest.mark.integration
 
 def cli(gw_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "adapters", *args,
-         "--url", gw_url, "--key", "demo-admin-key"],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "adapters",
+            *args,
+            "--url",
+            gw_url,
+            "--key",
+            "demo-admin-key",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_cli_upload_promote_rollback_remove(gw_url: str, sdk: openai.OpenAI,
-                                            adapter_factory: Any) -> None:
-    out = cli(gw_url, "upload", str(adapter_factory(51)), "--name", "cli-adapter",
-              "--alias", "prod")
+def test_cli_upload_promote_rollback_remove(
+    gw_url: str, sdk: openai.OpenAI, adapter_factory: Any
+) -> None:
+    out = cli(
+        gw_url, "upload", str(adapter_factory(51)), "--name", "cli-adapter", "--alias", "prod"
+    )
     assert out.returncode == 0, out.stderr
     assert "registered cli-adapter@1" in out.stdout
     out = cli(gw_url, "upload", str(adapter_factory(52)), "--name", "cli-adapter")
@@ -31,11 +45,13 @@ def test_cli_upload_promote_rollback_remove(gw_url: str, sdk: openai.OpenAI,
     assert "already registered as cli-adapter@2" in again.stdout
     assert cli(gw_url, "alias", "cli-adapter", "prod", "2").returncode == 0
     raw = sdk.chat.completions.with_raw_response.create(
-        model="cli-adapter", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        model="cli-adapter", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
     assert raw.headers["x-adapter-version"] == "cli-adapter@2"
     assert cli(gw_url, "alias", "cli-adapter", "prod", "--rollback").returncode == 0
     raw = sdk.chat.completions.with_raw_response.create(
-        model="cli-adapter@prod", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        model="cli-adapter@prod", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
     assert raw.headers["x-adapter-version"] == "cli-adapter@1"
     refused = cli(gw_url, "rm", "cli-adapter", "1")
     assert refused.returncode == 1 and "version_in_use" in refused.stderr

@@ -69,9 +69,7 @@ class Lax:
 
 
 @pytest.fixture(scope="module")
-def lax(
-    vllm_url: str, base_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Lax]:
+def lax(vllm_url: str, base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lax]:
     tmp = tmp_path_factory.mktemp("gw-bad-loads")
     settings = demo_settings(
         tmp,
@@ -150,7 +148,9 @@ def refused_adapters(tmp: Path) -> dict[str, tuple[Path, int, str]]:
         ),
         "wrong base": (
             write_smol_adapter(
-                tmp / "llama", rank=8, seed=2,
+                tmp / "llama",
+                rank=8,
+                seed=2,
                 config={"base_model_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct"},
             ),
             400,
@@ -161,11 +161,11 @@ def refused_adapters(tmp: Path) -> dict[str, tuple[Path, int, str]]:
             400,
             "tensor_shape_mismatch",
         ),
-        "rank too large": (
-            write_smol_adapter(tmp / "r64", rank=64, seed=4), 400, "rank_too_large"
-        ),
+        "rank too large": (write_smol_adapter(tmp / "r64", rank=64, seed=4), 400, "rank_too_large"),
         "layer out of range": (
-            write_smol_adapter(tmp / "l40", rank=8, seed=5, layer=40), 400, "unexpected_tensor"
+            write_smol_adapter(tmp / "l40", rank=8, seed=5, layer=40),
+            400,
+            "unexpected_tensor",
         ),
         "no config": (no_config, 400, "missing_file"),
         "pickle": (pickled, 415, "unsafe_format"),
@@ -199,13 +199,10 @@ def open_store_dir(lax: Lax, digest: str) -> Path:
 Attempt = Callable[[], tuple[int, str]]
 
 
-def test_fifty_bad_loads_while_traffic_flows(
-    lax: Lax, admin: httpx.Client, tmp_path: Path
-) -> None:
+def test_fifty_bad_loads_while_traffic_flows(lax: Lax, admin: httpx.Client, tmp_path: Path) -> None:
     sdk = lax.sdk()
     good_ids = [
-        upload_dir(admin, TRAINED / task / "adapter", name)["id"]
-        for task, name in ADAPTERS.items()
+        upload_dir(admin, TRAINED / task / "adapter", name)["id"] for task, name in ADAPTERS.items()
     ]
     cycle = [*good_ids, "base"]
 
@@ -226,9 +223,7 @@ def test_fifty_bad_loads_while_traffic_flows(
     corrupt = upload_dir(admin, write_smol_adapter(tmp_path / "c", rank=8, seed=8), "bl-corrupt")
     weights = open_store_dir(lax, corrupt["digest"]) / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    vanished = upload_dir(
-        admin, write_smol_adapter(tmp_path / "v", rank=8, seed=9), "bl-vanished"
-    )
+    vanished = upload_dir(admin, write_smol_adapter(tmp_path / "v", rank=8, seed=9), "bl-vanished")
     shutil.rmtree(open_store_dir(lax, vanished["digest"]))
 
     def upload(kind: str) -> Attempt:
@@ -267,8 +262,7 @@ def test_fifty_bad_loads_while_traffic_flows(
         ("pre-warm unknown", admin_load("bl-ghost@1"), (404, "model_not_found")),
         # these reach the engine's load_lora_adapter, which refuses them
         ("rank above the engine's", chat(too_large["id"]), (502, "adapter_load_failed")),
-        ("rank above, streamed", chat(too_large["id"], stream=True),
-         (502, "adapter_load_failed")),
+        ("rank above, streamed", chat(too_large["id"], stream=True), (502, "adapter_load_failed")),
         ("pre-warm rank above", admin_load(too_large["id"]), (200, "failed")),
         ("corrupt weights", chat(corrupt["id"]), (502, "adapter_load_failed")),
         ("files gone", chat(vanished["id"]), (502, "adapter_load_failed")),
@@ -298,8 +292,11 @@ def test_fifty_bad_loads_while_traffic_flows(
         for n in range(BAD_ATTEMPTS):
             if n % 10 == 0:  # interleave: a good answer lands between each ten bad attempts
                 seen = len(good) + len(errors)
-                wait_until(lambda s=seen: len(good) + len(errors) > s, bound=300,
-                           what="a good request to complete")
+                wait_until(
+                    lambda s=seen: len(good) + len(errors) > s,
+                    bound=300,
+                    what="a good request to complete",
+                )
             what, attempt, expected = attempts[n % len(attempts)]
             results.append((what, attempt(), expected))
     finally:

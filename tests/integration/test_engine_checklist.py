@@ -42,9 +42,7 @@ ADAPTERS = {
     "invoice-parsing": "ck-invoice",
     "route-optimization": "ck-route",
 }
-PROMPT = [
-    {"role": "user", "content": "Ship 3 pallets of frozen fish from Oslo to Bergen, 460 km."}
-]
+PROMPT = [{"role": "user", "content": "Ship 3 pallets of frozen fish from Oslo to Bergen, 460 km."}]
 ANSWER_TOKENS = 10  # enough for the four answers to differ; LoRA decode is ~80 ms a token
 
 
@@ -104,8 +102,7 @@ def admin(stack: Stack) -> Iterator[httpx.Client]:
 def adapter_ids(admin: httpx.Client) -> list[str]:
     """The three trained demo adapters, uploaded: their version ids (``ck-route@1``)."""
     return [
-        upload_dir(admin, TRAINED / task / "adapter", name)["id"]
-        for task, name in ADAPTERS.items()
+        upload_dir(admin, TRAINED / task / "adapter", name)["id"] for task, name in ADAPTERS.items()
     ]
 
 
@@ -140,17 +137,32 @@ def structured(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 BAD_SPECS = [
-    pytest.param("chat", json_schema({"type": "object", "properties": {"a": {"type": "nonsense"}}}),
-                 id="unknown-type"),
-    pytest.param("chat", json_schema({"type": "object", "required": ["a"],
-                                      "properties": {"a": {"type": "string", "pattern": "([a-z"}}}),
-                 id="pattern-not-a-regex"),
+    pytest.param(
+        "chat",
+        json_schema({"type": "object", "properties": {"a": {"type": "nonsense"}}}),
+        id="unknown-type",
+    ),
+    pytest.param(
+        "chat",
+        json_schema(
+            {
+                "type": "object",
+                "required": ["a"],
+                "properties": {"a": {"type": "string", "pattern": "([a-z"}},
+            }
+        ),
+        id="pattern-not-a-regex",
+    ),
     pytest.param("chat", json_schema({"$ref": "#/definitions/missing"}), id="dangling-ref"),
     pytest.param("chat", json_schema({"enum": []}), id="unsatisfiable-enum"),
-    pytest.param("chat", json_schema({"type": "integer", "minimum": 10, "maximum": 1}),
-                 id="minimum-above-maximum"),
-    pytest.param("chat", json_schema({"type": "string", "format": "no-such-format"}),
-                 id="unknown-format"),
+    pytest.param(
+        "chat",
+        json_schema({"type": "integer", "minimum": 10, "maximum": 1}),
+        id="minimum-above-maximum",
+    ),
+    pytest.param(
+        "chat", json_schema({"type": "string", "format": "no-such-format"}), id="unknown-format"
+    ),
     pytest.param("chat", json_schema("not a schema"), id="schema-not-an-object"),
     pytest.param("chat", {"response_format": {"type": "xml"}}, id="unknown-response-format"),
     pytest.param("chat", structured({"regex": "(a)\\1"}), id="regex-backreference"),
@@ -159,10 +171,12 @@ BAD_SPECS = [
     pytest.param("completion", structured({"json": {"type": "nonsense"}}), id="json-garbage"),
     pytest.param("completion", structured({"choice": []}), id="empty-choice"),
     pytest.param("completion", structured({"regex": "a+", "choice": ["a"]}), id="two-kinds"),
-    pytest.param("chat", json_schema({"type": "string", "minLength": -3}),
-                 id="negative-minLength"),  # vLLM itself answered 500: the gateway checks
-    pytest.param("chat", json_schema({"type": "array", "minItems": -1}),
-                 id="negative-minItems"),  # vLLM itself ignored it and answered 200
+    pytest.param(
+        "chat", json_schema({"type": "string", "minLength": -3}), id="negative-minLength"
+    ),  # vLLM itself answered 500: the gateway checks
+    pytest.param(
+        "chat", json_schema({"type": "array", "minItems": -1}), id="negative-minItems"
+    ),  # vLLM itself ignored it and answered 200
     # vLLM 0.32 drops the removed guided_* fields with a warning and answers unconstrained
     pytest.param("chat", {"extra_body": {"guided_regex": "([a-z"}}, id="removed-guided-field"),
 ]
@@ -183,7 +197,10 @@ def test_bad_structured_output_is_a_400_and_the_engine_keeps_serving(
     assert stack.engine_healthy()
     # the engine still compiles a good schema and answers by it
     chat = sdk.chat.completions.create(
-        model="base", messages=PROMPT, max_tokens=4, temperature=0,
+        model="base",
+        messages=PROMPT,
+        max_tokens=4,
+        temperature=0,
         **json_schema({"enum": ["yes", "no"]}),
     )
     assert chat.choices[0].message.content in ('"yes"', '"no"')
@@ -196,7 +213,9 @@ def test_bad_structured_output_for_an_adapter_leaves_it_serving(
     model = adapter_ids[0]
     with pytest.raises(openai.BadRequestError) as exc:
         sdk.chat.completions.create(
-            model=model, messages=PROMPT, max_tokens=4,
+            model=model,
+            messages=PROMPT,
+            max_tokens=4,
             **json_schema({"type": "object", "properties": {"a": {"type": "nonsense"}}}),
         )
     assert error_envelope(exc.value.response)["type"] == "invalid_request_error"
@@ -249,7 +268,11 @@ def test_base_batched_with_an_adapter_keeps_its_own_answer(
     sdk = stack.sdk()
     # a long adapter generation is running while the base request is asked and answered
     stream = sdk.chat.completions.create(
-        model=adapter_ids[2], messages=PROMPT, max_tokens=64, temperature=0, stream=True,
+        model=adapter_ids[2],
+        messages=PROMPT,
+        max_tokens=64,
+        temperature=0,
+        stream=True,
         extra_body={"ignore_eos": True},
     )
     with stream:
@@ -266,13 +289,19 @@ def test_base_batched_with_an_adapter_keeps_its_own_answer(
 
 # --- 3. the gateway's adapter budget on the real engine ----------------------------------
 def test_an_adapter_budget_evicts_the_least_recently_used_and_answers_stay_right(
-    stack: Stack, pinned: dict[str, str], adapter_ids: list[str], base_model: Path,
+    stack: Stack,
+    pinned: dict[str, str],
+    adapter_ids: list[str],
+    base_model: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     # A second gateway on the same engine, holding at most two adapters there.
     settings = demo_settings(
-        tmp_path_factory.mktemp("gw-budget"), backends=stack.engine.config.url,
-        base_model_path=base_model, health_interval=0.5, rate_limit_rpm=100_000,
+        tmp_path_factory.mktemp("gw-budget"),
+        backends=stack.engine.config.url,
+        base_model_path=base_model,
+        health_interval=0.5,
+        rate_limit_rpm=100_000,
         max_loaded_adapters_per_engine=2,
     )
     names = {task: name.replace("ck-", "bg-") for task, name in ADAPTERS.items()}
@@ -284,8 +313,9 @@ def test_an_adapter_budget_evicts_the_least_recently_used_and_answers_stay_right
             task: upload_dir(admin, TRAINED / task / "adapter", name)["id"]
             for task, name in names.items()
         }
-        sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="demo-inference-key",
-                            max_retries=0, timeout=300)
+        sdk = openai.OpenAI(
+            base_url=server.url + "/v1", api_key="demo-inference-key", max_retries=0, timeout=300
+        )
         same_weights = dict(zip(ADAPTERS, adapter_ids, strict=True))  # task -> ck-*@1
         for task in [*names, *names]:  # a, b, c (evicts a), a (evicts b), b, c
             version, content = greedy_answer(sdk, ids[task], PROMPT, max_tokens=ANSWER_TOKENS)

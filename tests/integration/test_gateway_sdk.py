@@ -94,18 +94,32 @@ def test_rate_limit_error(vllm_url: str, base_model: Path, tmp_path: Path) -> No
 def test_client_disconnect_aborts_the_engine_request(gw_url: str, vllm_url: str) -> None:
     tokens = engine_metric(vllm_url, "vllm:generation_tokens_total")
     # 4 sequences of 480 tokens: long enough on this engine that closing early shows
-    body = {"model": "base", "prompt": "Invoice", "max_tokens": 480, "n": 4,
-            "ignore_eos": True, "stream": True}
-    with httpx.Client(timeout=60) as c, c.stream(
-            "POST", gw_url + "/v1/completions", json=body,
-            headers={"Authorization": "Bearer demo-inference-key"}) as r:
+    body = {
+        "model": "base",
+        "prompt": "Invoice",
+        "max_tokens": 480,
+        "n": 4,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream(
+            "POST",
+            gw_url + "/v1/completions",
+            json=body,
+            headers={"Authorization": "Bearer demo-inference-key"},
+        ) as r,
+    ):
         assert r.status_code == 200
         lines = r.iter_lines()
         for _ in range(3):
             next(lines)
     # closing the response mid-stream must make vLLM abort the generation
-    wait_until(lambda: engine_metric(vllm_url, "vllm:num_requests_running") == 0,
-               what="vLLM to stop generating")
+    wait_until(
+        lambda: engine_metric(vllm_url, "vllm:num_requests_running") == 0,
+        what="vLLM to stop generating",
+    )
     generated = engine_metric(vllm_url, "vllm:generation_tokens_total") - tokens
     # with ignore_eos a finished request would have produced all 4 x 480 tokens
     assert 0 < generated < 4 * 480

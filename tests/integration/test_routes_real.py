@@ -15,13 +15,16 @@ from router.routes import RouteTable
 from tests.integration.conftest import upload_dir
 
 pytestmark = pytest.mark.integration
-ADAPTERS = {"shipment-classification": ("shipment-classifier", 41),
-            "invoice-parsing": ("invoice-parser", 42),
-            "route-optimization": ("route-optimizer", 43)}
+ADAPTERS = {
+    "shipment-classification": ("shipment-classifier", 41),
+    "invoice-parsing": ("invoice-parser", 42),
+    "route-optimization": ("route-optimizer", 43),
+}
 
 
-def ask(sdk: openai.OpenAI, model: str, messages: list[dict[str, str]],
-        **kw: Any) -> tuple[str, str] | None:
+def ask(
+    sdk: openai.OpenAI, model: str, messages: list[dict[str, str]], **kw: Any
+) -> tuple[str, str] | None:
     """(adapter version, content), or None when the gateway refused invalid content."""
     try:
         raw = sdk.chat.completions.with_raw_response.create(model=model, messages=messages, **kw)
@@ -35,7 +38,8 @@ def ask(sdk: openai.OpenAI, model: str, messages: list[dict[str, str]],
 
 
 def test_each_request_type_answers_with_its_adapter_and_schema(
-        sdk: openai.OpenAI, admin: httpx.Client, adapter_factory: Any) -> None:
+    sdk: openai.OpenAI, admin: httpx.Client, adapter_factory: Any
+) -> None:
     from demo.synthetic import generate
 
     table = RouteTable.load(ROUTES_FILE)
@@ -54,9 +58,15 @@ def test_each_request_type_answers_with_its_adapter_and_schema(
         assert schema is not None
         Draft202012Validator(schema).validate(json.loads(content))
     # the header form names a request type too
-    answer = ask(sdk, "ignored", [{"role": "user", "content": "3 pallets of fish, 20 km"}],
-                 max_tokens=48, extra_headers={"X-Request-Type": "route-optimization"})
+    answer = ask(
+        sdk,
+        "ignored",
+        [{"role": "user", "content": "3 pallets of fish, 20 km"}],
+        max_tokens=48,
+        extra_headers={"X-Request-Type": "route-optimization"},
+    )
     assert answer is None or answer[0].startswith("route-optimizer@")
     routes = admin.get("/v1/routes").json()["routes"]
-    assert {r["name"]: r["resolves_to"] for r in routes}["route-optimization"] \
-        .startswith("route-optimizer@")
+    assert {r["name"]: r["resolves_to"] for r in routes}["route-optimization"].startswith(
+        "route-optimizer@"
+    )

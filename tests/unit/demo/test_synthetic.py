@@ -160,7 +160,10 @@ def test_eta_thresholds() -> None:
     assert eta_bucket("standard", 1000) == "6+_days"
     assert eta_bucket("economy", 50) == "3-5_days"
     assert [distance_band(k) for k in (299, 300, 999, 1000)] == [
-        "under_300_km", "300_to_999_km", "300_to_999_km", "1000_km_or_more"
+        "under_300_km",
+        "300_to_999_km",
+        "300_to_999_km",
+        "1000_km_or_more",
     ]
 
 
@@ -205,8 +208,13 @@ def test_route_choice_follows_the_rule(
         written = json.loads(r["messages"][2]["content"])
         assert written["deadline_days"] == deadline
         assert written["lanes"] == [
-            {"lane_id": ln["id"], "transit_days": ln["transit_days"], "deadline_days": deadline,
-             "on_time": ln["transit_days"] <= deadline, "cost": ln["cost"]}
+            {
+                "lane_id": ln["id"],
+                "transit_days": ln["transit_days"],
+                "deadline_days": deadline,
+                "on_time": ln["transit_days"] <= deadline,
+                "cost": ln["cost"],
+            }
             for ln in lanes
         ]
         assert written["on_time_count"] == len(on_time)

@@ -43,8 +43,7 @@ def adapter_dir(tmp: Path, *extra: str) -> Path:
 
 def envelope(message: str, code: str, param: str | None = None) -> dict[str, Any]:
     return {
-        "error": {"message": message, "type": "invalid_request_error", "param": param,
-                  "code": code}
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     }
 
 
@@ -80,7 +79,11 @@ def test_upload_is_sized_and_sends_only_the_adapter_files(tmp_path: Path) -> Non
     d = adapter_dir(tmp_path, "eval.json", "eval.md", "predictions.jsonl")
     with gw.client() as client:
         done = client.upload_adapter(
-            d, name="ship", alias="canary", labels={"task": "t"}, eval_report={"n": 1},
+            d,
+            name="ship",
+            alias="canary",
+            labels={"task": "t"},
+            eval_report={"n": 1},
             progress=lambda sent, total: seen.append((sent, total)),
         )
     assert done.created and done.id == "ship@3" and done.version == VERSION
@@ -94,7 +97,10 @@ def test_upload_is_sized_and_sends_only_the_adapter_files(tmp_path: Path) -> Non
     assert json.loads(parts["labels"]) == {"task": "t"} and json.loads(parts["eval"]) == {"n": 1}
     with tarfile.open(fileobj=io.BytesIO(parts["file"])) as tar:
         assert sorted(tar.getnames()) == [
-            "README.md", "adapter_config.json", "adapter_model.safetensors", "eval.json"
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "eval.json",
         ]
     # The progress callback saw the whole archive go out, in bytes.
     assert seen and seen[-1][0] == seen[-1][1] == len(parts["file"])
@@ -118,8 +124,16 @@ def test_pack_is_flat_sorted_and_ownerless(tmp_path: Path) -> None:
     assert left_out_of_upload(d) == ["eval.md", "trainer_log.txt"]
     for only, names in (
         (ADAPTER_FILES, ["README.md", "adapter_config.json", "adapter_model.safetensors"]),
-        (None, ["README.md", "adapter_config.json", "adapter_model.safetensors", "eval.md",
-                "trainer_log.txt"]),
+        (
+            None,
+            [
+                "README.md",
+                "adapter_config.json",
+                "adapter_model.safetensors",
+                "eval.md",
+                "trainer_log.txt",
+            ],
+        ),
     ):
         archive = pack_adapter_dir(d, only=only)
         try:
@@ -132,14 +146,18 @@ def test_pack_is_flat_sorted_and_ownerless(tmp_path: Path) -> None:
 
 
 def test_the_error_envelope_becomes_one_exception(tmp_path: Path) -> None:
-    refusal = envelope("r=32 exceeds the engine's max_lora_rank of 16", "rank_too_large",
-                       "adapter_config")
+    refusal = envelope(
+        "r=32 exceeds the engine's max_lora_rank of 16", "rank_too_large", "adapter_config"
+    )
     gw = FakeGateway({("POST", "/v1/adapters"): httpx.Response(400, json=refusal)})
     with gw.client() as client, pytest.raises(AdminAPIError) as info:
         client.upload_adapter(adapter_dir(tmp_path), name="ship")
     e = info.value
     assert (e.status, e.code, e.param, e.type) == (
-        400, "rank_too_large", "adapter_config", "invalid_request_error"
+        400,
+        "rank_too_large",
+        "adapter_config",
+        "invalid_request_error",
     )
     assert e.message == "r=32 exceeds the engine's max_lora_rank of 16" and e.body == refusal
     assert "rank_too_large" in str(e) and "400" in str(e)
@@ -174,19 +192,22 @@ def test_no_answer_is_a_connection_error(error: type[httpx.TransportError], code
 def test_each_call_hits_its_path_with_the_admin_key() -> None:
     placed = {"id": "ship@3", "backends": {"http://e": "loaded"}}
     alias = {"name": "ship", "alias": "prod", "version": 3, "id": "ship@3"}
-    gw = FakeGateway({
-        ("GET", "/v1/adapters"): httpx.Response(200, json={"data": [{"name": "ship"}]}),
-        ("GET", "/v1/adapters/ship"): httpx.Response(200, json={"name": "ship"}),
-        ("PUT", "/v1/adapters/ship/aliases/prod"): httpx.Response(200, json=alias),
-        ("POST", "/v1/adapters/ship/aliases/prod/rollback"): httpx.Response(200, json=alias),
-        ("POST", "/v1/adapters/ship@prod/load"): httpx.Response(200, json=placed),
-        ("POST", "/v1/adapters/ship@3/unload"): httpx.Response(200, json=placed),
-        ("DELETE", "/v1/adapters/ship/versions/2"): httpx.Response(204),
-        ("DELETE", "/v1/adapters/ship/versions/3"): httpx.Response(
-            202, json={"id": "ship@3", "status": "retiring"}),
-        ("GET", "/v1/routes"): httpx.Response(200, json={"routes": [{"name": "r"}]}),
-        ("POST", "/v1/routes/reload"): httpx.Response(200, json={"routes": []}),
-    })
+    gw = FakeGateway(
+        {
+            ("GET", "/v1/adapters"): httpx.Response(200, json={"data": [{"name": "ship"}]}),
+            ("GET", "/v1/adapters/ship"): httpx.Response(200, json={"name": "ship"}),
+            ("PUT", "/v1/adapters/ship/aliases/prod"): httpx.Response(200, json=alias),
+            ("POST", "/v1/adapters/ship/aliases/prod/rollback"): httpx.Response(200, json=alias),
+            ("POST", "/v1/adapters/ship@prod/load"): httpx.Response(200, json=placed),
+            ("POST", "/v1/adapters/ship@3/unload"): httpx.Response(200, json=placed),
+            ("DELETE", "/v1/adapters/ship/versions/2"): httpx.Response(204),
+            ("DELETE", "/v1/adapters/ship/versions/3"): httpx.Response(
+                202, json={"id": "ship@3", "status": "retiring"}
+            ),
+            ("GET", "/v1/routes"): httpx.Response(200, json={"routes": [{"name": "r"}]}),
+            ("POST", "/v1/routes/reload"): httpx.Response(200, json={"routes": []}),
+        }
+    )
     with gw.client() as c:
         assert c.list_adapters() == [{"name": "ship"}]
         assert c.get_adapter("ship") == {"name": "ship"}
@@ -211,7 +232,8 @@ def test_each_call_hits_its_path_with_the_admin_key() -> None:
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, handler: Any, *args: str) -> Any:
     monkeypatch.setattr(
-        admin_cli, "AdminClient",
+        admin_cli,
+        "AdminClient",
         functools.partial(AdminClient, transport=httpx.MockTransport(handler)),
     )
     app, argv = admin_cli.adapters_app, list(args)
@@ -220,8 +242,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, handler: Any, *args: str) -> Any:
     return CliRunner().invoke(app, [*argv, "--url", URL, "--key", KEY])
 
 
-def test_cli_upload_output_and_exit_codes(monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_cli_upload_output_and_exit_codes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     d = adapter_dir(tmp_path, "eval.md")
     gw = FakeGateway({("POST", "/v1/adapters"): httpx.Response(201, json=VERSION)})
     res = run_cli(monkeypatch, gw, "upload", str(d), "--name", "ship")
@@ -232,7 +253,8 @@ def test_cli_upload_output_and_exit_codes(monkeypatch: pytest.MonkeyPatch,
     res = run_cli(monkeypatch, gw, "upload", str(d), "--name", "ship")
     assert "already registered as ship@3" in res.stdout
     gw.answers[("POST", "/v1/adapters")] = httpx.Response(
-        400, json=envelope("name must match [a-z0-9]", "invalid_name", "name"))
+        400, json=envelope("name must match [a-z0-9]", "invalid_name", "name")
+    )
     res = run_cli(monkeypatch, gw, "upload", str(d), "--name", "Bad Name")
     assert res.exit_code == 1
     assert "refused (400, invalid_name): name must match [a-z0-9]" in res.stderr
@@ -241,14 +263,28 @@ def test_cli_upload_output_and_exit_codes(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_cli_admin_commands_output_and_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
-    gw = FakeGateway({
-        ("PUT", "/v1/adapters/ship/aliases/prod"): httpx.Response(200, json={"id": "ship@2"}),
-        ("DELETE", "/v1/adapters/ship/versions/1"): httpx.Response(
-            409, json=envelope("ship@1 is what prod points at", "version_in_use")),
-        ("GET", "/v1/routes"): httpx.Response(200, json={"routes": [
-            {"name": "ship-cls", "adapter": "ship@prod", "split": None,
-             "resolves_to": "ship@2", "json_schema": None}]}),
-    })
+    gw = FakeGateway(
+        {
+            ("PUT", "/v1/adapters/ship/aliases/prod"): httpx.Response(200, json={"id": "ship@2"}),
+            ("DELETE", "/v1/adapters/ship/versions/1"): httpx.Response(
+                409, json=envelope("ship@1 is what prod points at", "version_in_use")
+            ),
+            ("GET", "/v1/routes"): httpx.Response(
+                200,
+                json={
+                    "routes": [
+                        {
+                            "name": "ship-cls",
+                            "adapter": "ship@prod",
+                            "split": None,
+                            "resolves_to": "ship@2",
+                            "json_schema": None,
+                        }
+                    ]
+                },
+            ),
+        }
+    )
     res = run_cli(monkeypatch, gw, "alias", "ship", "prod", "2")
     assert res.exit_code == 0 and "ship@prod → ship@2" in res.stdout
     res = run_cli(monkeypatch, gw, "alias", "ship", "prod")
@@ -264,13 +300,15 @@ def test_cli_admin_commands_output_and_exit_codes(monkeypatch: pytest.MonkeyPatc
 
 def test_route_calls_send_the_documented_requests() -> None:
     info = {"name": "ship-cls", "version": 2}
-    gw = FakeGateway({
-        ("GET", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
-        ("PUT", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
-        ("DELETE", "/v1/routes/ship-cls"): httpx.Response(200, json={"version": 3}),
-        ("GET", "/v1/routes/ship-cls/history"): httpx.Response(200, json={"versions": []}),
-        ("POST", "/v1/routes/ship-cls/rollback"): httpx.Response(200, json=info),
-    })
+    gw = FakeGateway(
+        {
+            ("GET", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
+            ("PUT", "/v1/routes/ship-cls"): httpx.Response(200, json=info),
+            ("DELETE", "/v1/routes/ship-cls"): httpx.Response(200, json={"version": 3}),
+            ("GET", "/v1/routes/ship-cls/history"): httpx.Response(200, json={"versions": []}),
+            ("POST", "/v1/routes/ship-cls/rollback"): httpx.Response(200, json=info),
+        }
+    )
     route = {"split": {"ship@prod": 90, "ship@canary": 10}}
     with gw.client() as c:
         assert c.get_route("ship-cls") == info

@@ -58,9 +58,7 @@ def test_the_supervisor_fails_when_a_worker_dies(monkeypatch: pytest.MonkeyPatch
     from gateway import workers
 
     script = (
-        "import os, sys, time\n"
-        "if sys.argv[-1] == 'die': os.kill(os.getpid(), 9)\n"
-        "time.sleep(30)"
+        "import os, sys, time\nif sys.argv[-1] == 'die': os.kill(os.getpid(), 9)\ntime.sleep(30)"
     )
     calls = iter(["die", "live"])
 

@@ -135,7 +135,10 @@ def test_cpu_per_request_divides_by_what_each_process_served(tmp_path: Path) -> 
     assert goal.detail == "the fake engine's: 0.50 ms"
     # What one gateway process passes on a core of its own: 1000 / 1.0 ms.
     assert (per_core.name, per_core.value, per_core.unit, per_core.met) == (
-        "gateway requests/s per CPU core", 1000.0, "req/s", None
+        "gateway requests/s per CPU core",
+        1000.0,
+        "req/s",
+        None,
     )
     assert "| 1,000 req/s | (recorded) |" in goals_markdown([per_core])
 

@@ -342,7 +342,9 @@ def test_prompts_come_from_the_registered_sources_test_split(
         ]
 
     source = SyntheticGenerator(
-        name="fake", generate=generate, schemas={"invoice-parsing": SCHEMA},
+        name="fake",
+        generate=generate,
+        schemas={"invoice-parsing": SCHEMA},
         working={"invoice-parsing": ("w",)},
     )
     monkeypatch.setattr(sources, "_SOURCES", {"fake": source})

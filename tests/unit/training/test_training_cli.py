@@ -158,8 +158,9 @@ def test_eval_writes_outside_the_adapter_dir_by_default(
     monkeypatch.setattr(training.evaluate, "evaluate", fake_evaluate)
     monkeypatch.setattr(training.evaluate, "markdown_table", lambda report: "table")
     monkeypatch.chdir(tmp_path)
-    res = runner.invoke(app, ["eval", "--base", str(tmp_path), "--adapter", str(adapter),
-                              "--dataset", str(data)])
+    res = runner.invoke(
+        app, ["eval", "--base", str(tmp_path), "--adapter", str(adapter), "--dataset", str(data)]
+    )
     assert res.exit_code == 0, res.output
     assert seen["out"].parts[0] == "runs" and seen["out"].name.startswith("eval-my-adapter-")
     assert not (adapter / "eval.json").exists()

@@ -38,7 +38,10 @@ def test_lookup_generates_and_gives_the_schema(only_fake: None) -> None:
     assert sources.synthetic_tasks() == ("tag-it",)
     assert sources.find_synthetic("tag_it") == ("tag-it", FAKE)
     assert sources.generate("tag-it", 2, seed=5, split="val")[1] == {
-        "task": "tag-it", "seed": 5, "split": "val", "i": 1
+        "task": "tag-it",
+        "seed": 5,
+        "split": "val",
+        "i": 1,
     }
     schema = sources.answer_schema("tag-it")
     assert schema is not None
@@ -50,8 +53,11 @@ def test_lookup_generates_and_gives_the_schema(only_fake: None) -> None:
 
 
 def test_unknown_task_names_the_registered_sources(only_fake: None) -> None:
-    with pytest.raises(ConfigError, match=r"no dataset source makes task 'weather'; "
-                       r"registered: fake \(tag-it\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"no dataset source makes task 'weather'; "
+        r"registered: fake \(tag-it\)",
+    ):
         sources.generate("weather", 1, seed=0, split="train")
     with pytest.raises(ValueError, match="weather.*registered: fake"):
         SyntheticSource(task="weather", n=1)
