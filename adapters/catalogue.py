@@ -310,13 +310,19 @@ class Catalogue:
     def create_schema(self) -> None:
         """Create what is missing: the tables declared on ``Base`` so far, the counter rows."""
         # SQLite: BEGIN IMMEDIATE makes "check, then create" atomic between processes.
-        with (self._writer if self.is_sqlite else self.engine).begin() as conn:
+        writer = self._writer if self.is_sqlite else self.engine
+        with writer.begin() as conn:
             if not self.is_sqlite:
                 # Two replicas starting together must not both CREATE TABLE.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             Base.metadata.create_all(conn)
+        # "Read, then insert if missing" as a writer too: on SQLite a plain (deferred)
+        # transaction that read before another process wrote cannot become a writer, and
+        # fails at once with "database is locked" whatever the busy timeout (workers of
+        # `serve --workers N` opening a new catalogue together). PostgreSQL: the loser
+        # of the race gets an IntegrityError, and the row is there.
         for row_id in (GENERATION_ROW, EPOCH_ROW, ROUTES_ROW):
-            with contextlib.suppress(IntegrityError), Session(self.engine) as s, s.begin():
+            with contextlib.suppress(IntegrityError), Session(writer) as s, s.begin():
                 if s.get(StateRow, row_id) is None:
                     s.add(StateRow(id=row_id, generation=0, schema_version=SCHEMA_VERSION))
 

@@ -39,13 +39,19 @@ def test_two_workers_share_the_port_and_stop_together(fast_engine: str, tmp_path
     proc, url = start_gateway(fast_engine, tmp_path, LORA_GATEWAY_WORKERS="2")
     port = int(url.rsplit(":", 1)[1])
     # Ready answers as soon as one worker listens; the other may still be starting.
-    wait_until(
-        lambda: (
-            len(kids := children_of(proc.pid)) == 2 and all(listening_on(pid, port) for pid in kids)
-        ),
-        bound=60,
-        what="both workers to listen",
-    )
+    try:
+        wait_until(
+            lambda: (
+                len(kids := children_of(proc.pid)) == 2
+                and all(listening_on(pid, port) for pid in kids)
+            ),
+            bound=60,
+            what="both workers to listen",
+        )
+    except AssertionError as exc:  # say why: the set's own output (a worker that failed)
+        proc.kill()
+        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+        raise AssertionError(f"{exc}; the gateway printed:\n{out[-4000:]}") from None
     workers = children_of(proc.pid)
     clients = [httpx.Client(base_url=url, headers=INFERENCE, timeout=10) for _ in range(16)]
     try:

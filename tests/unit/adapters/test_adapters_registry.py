@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import pickle
 import re
 import struct
@@ -653,3 +654,27 @@ def test_zip_with_directory_entries_is_fine(reg: Registry, tmp_path: Path) -> No
             tf.addfile(info, io.BytesIO(data))
     v, created = ingest(reg, archive)
     assert created and v.version == 1
+
+
+def _open_catalogue(url: str, start: Any) -> None:
+    from adapters.catalogue import Catalogue
+
+    start.wait()
+    Catalogue(url).close()
+
+
+def test_processes_opening_one_new_sqlite_catalogue_together_all_start(tmp_path: Path) -> None:
+    # `serve --workers N` on a fresh catalogue: every worker creates the schema and the
+    # counter rows at once. None may fail with "database is locked" (a read transaction
+    # upgraded to a write after another process wrote), which stopped the whole set.
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(6):
+        url = f"sqlite:///{tmp_path / f'catalogue-{round_}.db'}"
+        start = ctx.Event()
+        procs = [ctx.Process(target=_open_catalogue, args=(url, start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0], f"round {round_}"
